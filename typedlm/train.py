@@ -1,0 +1,402 @@
+"""The training loop for a causal LM over a token array.
+
+One optimizer step: set the learning rate (linear warmup, then cosine decay to ``min_lr``), reseed the
+dropout RNG from ``(seed, rank, step)``, run ``grad_accum`` micro-batches forward/backward (bf16 autocast
+on CUDA when asked), clip the gradient norm, step AdamW. Batches and the RNG are pure functions of
+the step, so a run resumed from a checkpoint reproduces the uninterrupted run's losses exactly.
+
+Under ``torchrun`` the model is wrapped in DistributedDataParallel (gloo on the CPU, nccl on CUDA); each
+rank trains on its slice of every global batch, and only rank 0 prints, logs and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from typedlm import losses
+from typedlm.batches import VAL_STREAM, Tokens, check_windows, sample_batch
+from typedlm.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+    restore_optimizer,
+    save_checkpoint,
+)
+from typedlm.config import CausalConfig
+from typedlm.device import autocast_dtype, resolve_device
+from typedlm.distributed import DistInfo, dist_info_from_env, init_process_group, mean_across_ranks
+from typedlm.errors import ConfigError
+from typedlm.plots import save_loss_curve
+from typedlm.trainlog import EvalRecord, StepRecord, ThroughputRecord, TrainLog
+
+RESUME_FIELDS = ("steps", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
+                 "grad_accum", "seed")  # fmt: skip
+"""Settings that shape the run's losses: a resumed run must use the checkpoint's values."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the model's sizes live in `CausalConfig`). Defaults are nanoGPT's
+    Shakespeare-on-a-CPU settings."""
+
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 turns clipping off (the norm is still logged)
+    grad_accum: int = 1
+    eval_every: int = 250  # 0: evaluate only at the end
+    eval_batches: int = 20
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: at every evaluation and at the end
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "grad_accum", "eval_batches", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be >= 1")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"TrainConfig.{name}={value!r}: must be a finite number >= 0")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"TrainConfig.min_lr={self.min_lr!r}: must be <= lr={self.lr!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN or infinite; ``log`` is the run's TrainLog up to that step."""
+
+    def __init__(self, message: str, log: TrainLog) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warmup over ``warmup_steps``, then a
+    half cosine from ``lr`` down to ``min_lr`` at the last step."""
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    decay_steps = tc.steps - tc.warmup_steps
+    if decay_steps <= 1:
+        return tc.lr
+    progress = min(1.0, (step - tc.warmup_steps) / (decay_steps - 1))
+    return tc.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (tc.lr - tc.min_lr)
+
+
+def configure_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings (parameters with >= 2 dims) only; biases and
+    LayerNorm gains are not decayed. Fused kernels on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = True if device.type == "cuda" else None
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=fused)
+
+
+def check_vocab_fits(vocab_size: int, cfg: CausalConfig, what: str = "tokenizer") -> None:
+    """Refuse a tokenizer (or data) with more ids than the model's output layer has rows."""
+    if vocab_size > cfg.vocab:
+        raise ConfigError(
+            f"{what} has {vocab_size} token ids but the model's vocab is {cfg.vocab} (CausalConfig.vocab): "
+            "ids past the vocabulary have no embedding. Build the model with vocab >= "
+            f"{vocab_size}, or project the tokens onto a smaller local vocabulary (--local-vocab)."
+        )
+
+
+def data_fingerprint(train_tokens: Tokens, val_tokens: Tokens) -> str:
+    """sha256 of both token arrays: a resumed run must train on the same tokens."""
+    h = hashlib.sha256()
+    for tokens in (train_tokens, val_tokens):
+        h.update(str(tokens.dtype).encode())
+        h.update(np.ascontiguousarray(tokens).data)
+    return h.hexdigest()
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: Callable[[Tensor], Tensor],
+    tokens: Tokens,
+    cfg: CausalConfig,
+    tc: TrainConfig,
+    *,
+    info: DistInfo = DistInfo(),  # noqa: B008  (a frozen dataclass: immutable)
+    device: torch.device = torch.device("cpu"),  # noqa: B008
+    amp: torch.dtype | None = None,
+) -> float:
+    """Mean loss over ``tc.eval_batches`` fixed validation batches (the same ones at every call)."""
+    total = torch.zeros((), device=device)
+    for i in range(tc.eval_batches):
+        x, y = sample_batch(tokens, batch=cfg.batch, seq_len=cfg.seq_len, seed=tc.seed, step=i,
+                            stream=VAL_STREAM, rank=info.rank, world=info.world_size)  # fmt: skip
+        with _autocast(device, amp):
+            total += losses.cross_entropy_indexed(model(_to_device(x, device)), _to_device(y, device)).float()
+    return float(mean_across_ranks(total / tc.eval_batches, info).item())
+
+
+@contextlib.contextmanager
+def _no_sync_unless(sync: bool, model: nn.Module) -> Iterator[None]:
+    """Skip DDP's gradient all-reduce on all but the last micro-batch of a step."""
+    if sync or not isinstance(model, DistributedDataParallel):
+        yield
+    else:
+        with model.no_sync():
+            yield
+
+
+def train(
+    model: nn.Module,
+    cfg: CausalConfig,
+    train_tokens: Tokens,
+    val_tokens: Tokens,
+    tc: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    vocab_size: int | None = None,
+    tokenizer_hash: str = "",
+    data_info: dict[str, Any] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainLog:
+    """Train ``model`` (ids ``(batch, seq)`` → logits ``(batch, seq, vocab)``, sized by ``cfg``) in place.
+
+    ``train_tokens`` / ``val_tokens`` are 1-D id arrays; ``vocab_size`` is the tokenizer's, checked
+    against ``cfg.vocab`` before the first step. With ``out_dir``, checkpoints and ``loss.png`` are
+    written there (rank 0 only), and ``resume=True`` continues from its checkpoint. ``on_step(n)`` is
+    called after the n-th completed step. Returns the TrainLog; raises TrainingDiverged on a NaN/inf
+    loss, leaving the last good checkpoint in place.
+    """
+    if vocab_size is not None:
+        check_vocab_fits(vocab_size, cfg)
+    check_windows(train_tokens, cfg.seq_len, "train")
+    check_windows(val_tokens, cfg.seq_len, "val")
+    top = max(int(train_tokens.max()), int(val_tokens.max()))
+    check_vocab_fits(top + 1, cfg, what=f"the data (largest id {top})")
+    if resume and out_dir is None:
+        raise ConfigError("resume=True needs out_dir, where the checkpoint is")
+
+    info = dist_info_from_env()
+    device = resolve_device(tc.device, info.local_rank)
+    init_process_group(info, device)
+    amp = autocast_dtype(tc.dtype, device)
+    model.to(device)
+    optimizer = configure_optimizer(model, tc, device)
+    data_hash = data_fingerprint(train_tokens, val_tokens)
+    log = TrainLog(
+        config=cfg.to_dict(),
+        train=tc.to_dict(),
+        device=str(device),
+        dtype=str(amp or torch.float32).removeprefix("torch."),
+        world_size=info.world_size,
+        data={"train_tokens": len(train_tokens), "val_tokens": len(val_tokens), "tokenizer_hash": tokenizer_hash,
+              "data_hash": data_hash, **(data_info or {})},  # fmt: skip
+    )
+    start, last_ckpt = 0, None
+    if resume:
+        assert out_dir is not None
+        start, log = _resume(model, optimizer, out_dir, cfg, tc, info, tokenizer_hash, data_hash)
+        last_ckpt = start
+        log.status = "running"
+
+    runner: nn.Module = model
+    if tc.compile:
+        runner = torch.compile(model)  # type: ignore[assignment]  # compile returns a callable wrapper module
+    evaluator = runner
+    if info.enabled:
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+
+    tokens_per_step = cfg.batch * cfg.seq_len * tc.grad_accum * info.world_size
+    ckpt_every = tc.checkpoint_every or tc.eval_every
+    pending: list[tuple[int, float, Tensor, Tensor]] = []
+    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and info.is_main), unit="step",
+               dynamic_ncols=True, desc="train")  # fmt: skip
+    t0 = time.perf_counter()
+    t_interval, steps_in_interval = t0, 0
+
+    def flush(done: int) -> None:
+        """Turn the pending step losses into log records; stop on a non-finite one."""
+        nonlocal t_interval, steps_in_interval
+        if not pending:
+            return
+        stats = mean_across_ranks(torch.stack([torch.stack([lo, gn]) for _, _, lo, gn in pending]), info)
+        for (step, lr, _, _), (loss, norm) in zip(pending, stats.tolist(), strict=True):
+            log.steps.append(StepRecord(step, loss, lr, norm))
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                _diverged(log, step, loss, norm, out_dir, last_ckpt, t0, info)
+        pending.clear()
+        elapsed = time.perf_counter() - t_interval
+        rate = tokens_per_step * steps_in_interval / max(elapsed, 1e-9)
+        log.throughput.append(ThroughputRecord(done, rate))
+        bar.set_postfix(loss=f"{log.steps[-1].loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+
+    model.train()
+    for step in range(start, tc.steps):
+        lr = lr_at(step, tc)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(_step_seed(tc.seed, info.rank, step))
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(tc.grad_accum):
+            x, y = sample_batch(train_tokens, batch=cfg.batch, seq_len=cfg.seq_len, seed=tc.seed, step=step,
+                                micro_step=micro, rank=info.rank, world=info.world_size)  # fmt: skip
+            with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
+                loss = losses.cross_entropy_indexed(runner(_to_device(x, device)), _to_device(y, device))
+            (loss / tc.grad_accum).backward()
+            loss_sum += loss.detach().float()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        pending.append((step, lr, loss_sum / tc.grad_accum, grad_norm.detach().float()))
+        steps_in_interval += 1
+
+        done = step + 1
+        at_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.steps
+        at_ckpt = out_dir is not None and ((ckpt_every > 0 and done % ckpt_every == 0) or done == tc.steps)
+        if done % tc.log_every == 0 or at_eval or at_ckpt:
+            flush(done)
+            if at_eval:
+                model.eval()
+                val = estimate_loss(evaluator, val_tokens, cfg, tc, info=info, device=device, amp=amp)
+                model.train()
+                log.evals.append(EvalRecord(done, val))
+                bar.write(f"step {done}: train loss {log.steps[-1].loss:.4f}, val loss {val:.4f}")
+            log.wall_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if at_ckpt and info.is_main:
+                assert out_dir is not None
+                save_checkpoint(out_dir, model, optimizer, _state(done, cfg, tc, info, tokenizer_hash, data_hash, log))
+            if at_ckpt:
+                last_ckpt = done
+            t_interval, steps_in_interval = time.perf_counter(), 0
+        bar.update(1)
+        if on_step is not None:
+            on_step(done)
+    bar.close()
+    log.status = "completed"
+    if out_dir is not None and info.is_main:
+        _plot(log, Path(out_dir))
+    return log
+
+
+def _state(
+    done: int, cfg: CausalConfig, tc: TrainConfig, info: DistInfo, tokenizer_hash: str, data_hash: str, log: TrainLog
+) -> dict[str, Any]:
+    return {
+        "step": done,
+        "config": cfg.to_dict(),
+        "train": tc.to_dict(),
+        "world_size": info.world_size,
+        "tokenizer_hash": tokenizer_hash,
+        "data_hash": data_hash,
+        "rng": {"seed": tc.seed, "scheme": "torch.manual_seed(SeedSequence([seed, rank, step])) before each step"},
+        "log": log.to_dict(),
+    }
+
+
+def _resume(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    out_dir: str | Path,
+    cfg: CausalConfig,
+    tc: TrainConfig,
+    info: DistInfo,
+    tokenizer_hash: str,
+    data_hash: str,
+) -> tuple[int, TrainLog]:
+    path = find_checkpoint(out_dir)
+    if path is None:
+        raise CheckpointError(f"{Path(out_dir) / 'checkpoint'}: no checkpoint to resume from")
+    ckpt = load_checkpoint(path)
+    state = ckpt.state
+    where = path / "state.json"
+    if state["config"] != cfg.to_dict():
+        diff = {k: (v, state["config"].get(k)) for k, v in cfg.to_dict().items() if state["config"].get(k) != v}
+        raise CheckpointError(f"{where}: model config differs from this run's (this run, checkpoint): {diff}")
+    for name in RESUME_FIELDS:
+        if state["train"].get(name) != getattr(tc, name):
+            raise CheckpointError(
+                f"{where}: train.{name} was {state['train'].get(name)!r}, this run has {getattr(tc, name)!r}; "
+                "resume with the same settings (or start a new --out)"
+            )
+    checks = (("world_size", info.world_size), ("tokenizer_hash", tokenizer_hash), ("data_hash", data_hash))
+    for name, value in checks:
+        if state.get(name) != value:
+            raise CheckpointError(f"{where}: {name} was {state.get(name)!r}, this run has {value!r}")
+    load_weights(model, path)
+    restore_optimizer(optimizer, ckpt)
+    return ckpt.step, TrainLog.from_dict(state["log"])
+
+
+def _diverged(
+    log: TrainLog, step: int, loss: float, norm: float, out_dir: str | Path | None, last_ckpt: int | None,
+    t0: float, info: DistInfo,
+) -> None:  # fmt: skip
+    kept = (
+        f"The last good checkpoint, after step {last_ckpt}, is kept in {Path(out_dir) / 'checkpoint'}"
+        if out_dir is not None and last_ckpt is not None
+        else "No checkpoint had been written yet"
+    )
+    message = (
+        f"training stopped: the loss became {loss} at step {step} (gradient norm {norm}, lr "
+        f"{log.steps[-1].lr:.3g}). {kept}; nothing after it was saved. Lower the learning rate or "
+        "lengthen the warmup, then start again (or --resume from the checkpoint)."
+    )
+    log.status, log.message = "diverged", message
+    log.wall_s += time.perf_counter() - t0
+    if out_dir is not None and info.is_main:
+        _plot(log, Path(out_dir))
+    raise TrainingDiverged(message, log)
+
+
+def _plot(log: TrainLog, out_dir: Path) -> None:
+    problem = save_loss_curve(log, out_dir / "loss.png")
+    if problem:
+        print(problem)
