@@ -1,0 +1,25 @@
+"""typedlm: shape-typed GPT-2 models for PyTorch.
+
+A shape bug is reported by mypy (``Layer[In, Out]`` composition), when a model is built (dims must agree
+across layers) or on the first call (`ShapeError` naming the dimension) — and a checked model trains as
+fast as an untyped one.
+"""
+
+from typedlm import checks, losses, models, nn, shapes
+from typedlm.config import CausalConfig
+from typedlm.errors import ConfigError, ShapeError
+from typedlm.layer import Chain, Layer
+
+__all__ = [
+    "CausalConfig",
+    "Chain",
+    "ConfigError",
+    "Layer",
+    "ShapeError",
+    "checks",
+    "losses",
+    "models",
+    "nn",
+    "shapes",
+]
+__version__ = "0.1.0"

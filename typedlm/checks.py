@@ -1,0 +1,401 @@
+"""Runtime shape checks: the mode switch, call signatures, and the wrappers that enforce them.
+
+Modes (``TYPEDLM_CHECKS`` at import, `set_mode` or ``with checks.mode(...)`` later):
+
+- ``full`` (default): every layer's forward, every loss and public function is checked.
+- ``boundary``: model entry/exit (classes declared ``boundary=True``) and losses only.
+- ``off``: layer classes keep their own ``forward``; nothing is wrapped.
+
+A check depends only on shapes, dtypes, non-tensor argument values and the config, so each layer
+remembers the call signatures that passed and skips the check for them: the steady-state cost is one
+tuple build and one set lookup per call. The slow path runs typedlm's dimension binding (config-scoped
+dims against the config) and then beartype + jaxtyping on every annotated argument.
+
+Under ``torch.compile`` the outermost checked forward runs outside the graph (dynamo skips its frame,
+so a wrong input still raises `ShapeError`), and nested layers are traced through a polyfill whose
+checks run once per compiled shape, leaving no checks in the compiled graph.
+"""
+
+import contextlib
+import dataclasses
+import inspect
+import os
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
+
+import torch
+from beartype.door import die_if_unbearable
+from beartype.roar import BeartypeException
+from jaxtyping import jaxtyped
+from torch import Tensor
+
+from typedlm.dims import Bindings, DimEnv, TensorSpec, match_tensor, specs_of
+from typedlm.errors import ConfigError, ShapeError
+
+Mode = Literal["full", "boundary", "off"]
+MODES: tuple[Mode, ...] = ("full", "boundary", "off")
+_PASSED_LIMIT = 4096
+"""Signatures remembered per layer or function before the memory is cleared (generation varies seq)."""
+
+
+def _parse_mode(value: str, source: str) -> Mode:
+    cleaned = value.strip().lower()
+    for known in MODES:
+        if cleaned == known:
+            return known
+    raise ConfigError(f"{source}={value!r}: must be one of {', '.join(MODES)}")
+
+
+_mode: Mode = _parse_mode(os.environ.get("TYPEDLM_CHECKS", "full") or "full", "TYPEDLM_CHECKS")
+
+
+def current_mode() -> Mode:
+    """The checking mode in force now."""
+    return _mode
+
+
+def set_mode(new_mode: Mode) -> None:
+    """Switch checking mode for every layer class and checked function, from now on."""
+    global _mode
+    _mode = _parse_mode(new_mode, "checks.set_mode(mode)")
+    for entry in _installed:
+        entry.apply()
+
+
+@contextlib.contextmanager
+def mode(new_mode: Mode) -> Iterator[None]:
+    """``with checks.mode("off"): ...`` runs the block in ``new_mode`` and restores the previous mode."""
+    previous = _mode
+    set_mode(new_mode)
+    try:
+        yield
+    finally:
+        set_mode(previous)
+
+
+# --- call signatures -------------------------------------------------------------------------------
+
+_EMPTY: Any = inspect.Parameter.empty
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One parameter of a checked callable: its annotation and, if it is a tensor, its shape specs."""
+
+    name: str
+    hint: object
+    specs: tuple[TensorSpec, ...]
+    default: object
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSignature:
+    """What a checked callable takes and gives, read from its jaxtyping annotations."""
+
+    params: tuple[Param, ...]
+    result: tuple[TensorSpec, ...]
+    result_hint: object
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], *, method: bool) -> "CallSignature":
+        """Read ``fn``'s annotations (``method``: skip ``self``)."""
+        hints = typing.get_type_hints(fn, include_extras=True)
+        parameters = list(inspect.signature(fn).parameters.values())[1 if method else 0 :]
+        params = tuple(
+            Param(p.name, hints.get(p.name, _EMPTY), specs_of(hints.get(p.name)), p.default)
+            for p in parameters
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+        result_hint = hints.get("return", _EMPTY)
+        return cls(params, specs_of(result_hint), result_hint)
+
+    def with_io(self, inputs: tuple[TensorSpec, ...], result: tuple[TensorSpec, ...]) -> "CallSignature":
+        """The same parameters with the first one's specs and the result's replaced (for composites)."""
+        first, *rest = self.params
+        return CallSignature((dataclasses.replace(first, specs=inputs), *rest), result, self.result_hint)
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self.params[0].specs if self.params else ()
+
+
+def _match_any(specs: tuple[TensorSpec, ...], value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings) -> None:
+    """Match ``value`` against one of ``specs`` (a Union); report the alternative of the same rank."""
+    if len(specs) == 1:
+        match_tensor(specs[0], value, arg, where, env, bindings)
+        return
+    errors: list[ShapeError] = []
+    for spec in specs:
+        trial = dict(bindings)
+        try:
+            match_tensor(spec, value, arg, where, env, trial)
+        except ShapeError as error:
+            errors.append(error)
+            continue
+        bindings.update(trial)
+        return
+    same_rank = [e for e, s in zip(errors, specs, strict=True) if len(s.dims) == value.dim()]
+    raise (same_rank or errors)[0]
+
+
+def _hint_text(hint: object) -> str:
+    return getattr(hint, "__name__", None) or repr(hint).replace("typing.", "")
+
+
+def check_arguments(
+    sig: CallSignature, where: str, env: DimEnv, args: tuple[Any, ...], kwargs: dict[str, Any], *, eager: bool
+) -> Bindings:
+    """Check every annotated argument; return the free dims they bound. ``eager`` adds beartype checks."""
+    bindings: Bindings = {}
+    for index, param in enumerate(sig.params):
+        if index < len(args):
+            value = args[index]
+        elif param.name in kwargs:
+            value = kwargs[param.name]
+        elif param.default is not _EMPTY:
+            value = param.default
+        else:
+            continue  # Python itself reports the missing argument when the call runs
+        if param.specs:
+            if not isinstance(value, Tensor):
+                raise ShapeError(
+                    f"{where}: {param.name} expected a tensor {param.specs[0].quoted}, got {type(value).__name__}"
+                )
+            _match_any(param.specs, value, param.name, where, env, bindings)
+    if eager:
+        _beartype_check(sig, where, args, kwargs)
+    return bindings
+
+
+def check_result(
+    sig: CallSignature,
+    where: str,
+    env: DimEnv,
+    value: object,
+    bindings: Bindings,
+    *,
+    eager: bool,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> None:
+    """Check a return value against the declared result, using the dims the arguments bound.
+
+    ``eager`` adds beartype + jaxtyping, which re-read ``args``/``kwargs`` to bind the result's dims.
+    """
+    if sig.result:
+        if not isinstance(value, Tensor):
+            raise ShapeError(f"{where}: returned {type(value).__name__}, expected a tensor {sig.result[0].quoted}")
+        _match_any(sig.result, value, "its result", where, env, bindings)
+    if eager:
+        _beartype_check(sig, where, args, kwargs or {}, result=(value,))
+
+
+def _beartype_check(
+    sig: CallSignature, where: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: tuple[object, ...] = ()
+) -> None:
+    """beartype + jaxtyping on every annotated argument (and the result), in one jaxtyping dim context.
+
+    Their report becomes a one-line ShapeError.
+    """
+    checks: list[tuple[str, object, object]] = []
+    for index, param in enumerate(sig.params):
+        if param.hint is _EMPTY:
+            continue
+        if index < len(args):
+            checks.append((param.name, args[index], param.hint))
+        elif param.name in kwargs:
+            checks.append((param.name, kwargs[param.name], param.hint))
+    if result and sig.result_hint is not _EMPTY:
+        checks.append(("its result", result[0], sig.result_hint))
+    with jaxtyped("context"):
+        for name, value, hint in checks:
+            try:
+                die_if_unbearable(value, hint)
+            except BeartypeException:
+                got = f"shape {tuple(value.shape)} {value.dtype}" if isinstance(value, Tensor) else repr(value)[:80]
+                raise ShapeError(f"{where}: {name} expected {_hint_text(hint)}, got {got}") from None
+
+
+# --- call keys: the memory of signatures that passed -------------------------------------------------
+
+
+def _call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Shapes, dtypes and plain values of a call; None if an argument cannot be remembered safely."""
+    key: list[Any] = []
+    for value in args:
+        if isinstance(value, Tensor):
+            key.append(value.shape)
+            key.append(value.dtype)
+        elif value is None or isinstance(value, int | float | str):
+            key.append(value)
+        else:
+            return None
+    for name, value in kwargs.items():
+        key.append(name)
+        if isinstance(value, Tensor):
+            key.append(value.shape)
+            key.append(value.dtype)
+        elif value is None or isinstance(value, int | float | str):
+            key.append(value)
+        else:
+            return None
+    return tuple(key)
+
+
+def _remember(passed: set[tuple[Any, ...]], key: tuple[Any, ...] | None) -> None:
+    if key is not None:
+        if len(passed) >= _PASSED_LIMIT:
+            passed.clear()
+        passed.add(key)
+
+
+def _run_outside_dynamo(fn: Callable[..., Any]) -> None:
+    """Make TorchDynamo run ``fn``'s frame eagerly (its callees are still compiled)."""
+    try:
+        from torch._dynamo.eval_frame import skip_code
+    except ImportError:  # a torch without dynamo's frame strategies: checks still run, eagerly
+        return
+    skip_code(fn.__code__)
+
+
+_run_outside_dynamo(_call_key)
+_is_compiling = torch.compiler.is_compiling
+
+
+# --- layers ----------------------------------------------------------------------------------------
+
+
+class CheckedLayer(Protocol):
+    """What the layer wrapper needs from a `typedlm.Layer`."""
+
+    _typedlm_signature: CallSignature
+    _typedlm_passed: set[tuple[Any, ...]]
+    dim_env: DimEnv
+
+    def describe(self) -> str: ...
+
+
+@torch.compiler.disable
+def _check_layer_arguments(layer: CheckedLayer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
+    return check_arguments(layer._typedlm_signature, layer.describe(), layer.dim_env, args, kwargs, eager=True)
+
+
+@torch.compiler.disable
+def _check_layer_result(
+    layer: CheckedLayer,
+    out: object,
+    bindings: Bindings,
+    key: tuple[Any, ...] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    check_result(layer._typedlm_signature, layer.describe(), layer.dim_env, out, bindings, eager=True, args=args, kwargs=kwargs)
+    _remember(layer._typedlm_passed, key)
+
+
+def _checked_layer_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` with its arguments and result checked once per call signature."""
+
+    def checked_forward(self: CheckedLayer, *args: Any, **kwargs: Any) -> Any:
+        if _is_compiling():  # inlined by TorchDynamo: check at trace time, leave nothing in the graph
+            where, sig, env = self.describe(), self._typedlm_signature, self.dim_env
+            bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
+            out = forward(self, *args, **kwargs)
+            check_result(sig, where, env, out, bindings, eager=False)
+            return out
+        key = _call_key(args, kwargs)
+        if key is not None and key in self._typedlm_passed:
+            return forward(self, *args, **kwargs)
+        bindings = _check_layer_arguments(self, args, kwargs)
+        out = forward(self, *args, **kwargs)
+        _check_layer_result(self, out, bindings, key, args, kwargs)
+        return out
+
+    _copy_identity(checked_forward, forward)
+    return checked_forward
+
+
+def _copy_identity(wrapper: Callable[..., Any], original: Callable[..., Any]) -> None:
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(wrapper, name, getattr(original, name, None))
+    wrapper.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]  # help() shows the real one
+
+
+@dataclasses.dataclass
+class _Installed:
+    """A layer class whose ``forward`` is swapped between the checked and the original one by mode."""
+
+    cls: type
+    original: Callable[..., Any]
+    checked: Callable[..., Any]
+    boundary: bool
+
+    def apply(self) -> None:
+        wanted = _mode == "full" or (_mode == "boundary" and self.boundary)
+        type.__setattr__(self.cls, "forward", self.checked if wanted else self.original)
+
+
+_installed: list[_Installed] = []
+
+
+def install_layer_checks(cls: type, *, boundary: bool) -> None:
+    """Give ``cls`` a checked forward, active in full mode (and in boundary mode if ``boundary``)."""
+    original = cls.__dict__["forward"]
+    entry = _Installed(cls, original, _checked_layer_forward(original), boundary)
+    _installed.append(entry)
+    entry.apply()
+
+
+_run_outside_dynamo(_checked_layer_forward(lambda self: None))  # all checked forwards share one code object
+
+
+# --- functions -------------------------------------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def checked(fn: Callable[P, R]) -> Callable[P, R]:
+    """Check ``fn``'s jaxtyping-annotated arguments and result in full and boundary modes.
+
+    Dims are bound per call (a function has no config). With ``TYPEDLM_CHECKS=off`` at import the
+    function is returned unwrapped; a later switch to off costs one global read per call.
+    """
+    if _mode == "off":
+        return fn
+    where = fn.__qualname__
+    sig = CallSignature.of(fn, method=False)
+    passed: set[tuple[Any, ...]] = set()
+    env = DimEnv()
+
+    @torch.compiler.disable
+    def check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
+        return check_arguments(sig, where, env, args, kwargs, eager=True)
+
+    @torch.compiler.disable
+    def check_out(
+        out: object, bindings: Bindings, key: tuple[Any, ...] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        check_result(sig, where, env, out, bindings, eager=True, args=args, kwargs=kwargs)
+        _remember(passed, key)
+
+    def checked_fn(*args: P.args, **kwargs: P.kwargs) -> R:
+        if _mode == "off":
+            return fn(*args, **kwargs)
+        if _is_compiling():
+            traced_bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
+            result = fn(*args, **kwargs)
+            check_result(sig, where, env, result, traced_bindings, eager=False)
+            return result
+        key = _call_key(args, kwargs)
+        if key is not None and key in passed:
+            return fn(*args, **kwargs)
+        bindings = check_args(args, kwargs)
+        out = fn(*args, **kwargs)
+        check_out(out, bindings, key, args, kwargs)
+        return out
+
+    _copy_identity(checked_fn, fn)
+    _run_outside_dynamo(checked_fn)
+    return cast(Callable[P, R], checked_fn)

@@ -1,0 +1,41 @@
+"""Losses over `Logits`; each returns a scalar ``Float[Tensor, ""]`` averaged over the scored positions."""
+
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from typedlm.checks import checked
+
+__all__ = ["cross_entropy_indexed", "cross_entropy_one_hot", "masked_cross_entropy"]
+
+
+@checked
+def cross_entropy_one_hot(
+    logits: Float[Tensor, "batch seq vocab"], targets: Float[Tensor, "batch seq vocab"]
+) -> Float[Tensor, ""]:
+    """Mean over positions of ``-sum(targets * log_softmax(logits))``; targets are one-hot (or soft) rows."""
+    return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+@checked
+def cross_entropy_indexed(
+    logits: Float[Tensor, "batch seq vocab"],
+    targets: Int[Tensor, "batch seq"] | Int[Tensor, "batch*seq"],
+    ignore_index: int = -100,
+) -> Float[Tensor, ""]:
+    """Mean next-token loss for integer ``targets`` of shape (batch, seq) or flattened (batch*seq).
+
+    Picks each target's log-probability by gather; no one-hot targets are built. Positions whose target
+    is ``ignore_index`` are not scored.
+    """
+    return F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=ignore_index)
+
+
+@checked
+def masked_cross_entropy(
+    logits: Float[Tensor, "batch seq vocab"], targets: Int[Tensor, "batch seq"], mask: Bool[Tensor, "batch seq"]
+) -> Float[Tensor, ""]:
+    """Mean loss over the positions where ``mask`` is True (e.g. the answer half of a sorting task)."""
+    per_position = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), reduction="none")
+    weights = mask.reshape(-1).to(per_position.dtype)
+    return (per_position * weights).sum() / weights.sum().clamp(min=1.0)

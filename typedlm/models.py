@@ -1,0 +1,88 @@
+"""Model constructors mirroring TorchLean's ``NN.API.nn.models``, and `GPT2`.
+
+All three share one body, `CausalTransformer` (positions → blocks → LayerNorm → head); they differ only
+in how tokens enter: as embeddings, as one-hot rows, or as ids.
+"""
+
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from typedlm.config import CausalConfig
+from typedlm.layer import Layer
+from typedlm.nn import LayerNorm, LMHead, OneHotEmbedding, PositionalEmbedding, Stack, TokenEmbedding, TransformerBlock
+from typedlm.shapes import Embedded, Logits, OneHot, TokenIds
+
+__all__ = [
+    "GPT2",
+    "CausalTransformer",
+    "causal_transformer_from_embeddings",
+    "causal_transformer_indexed",
+    "causal_transformer_one_hot",
+]
+
+
+class CausalTransformer(Layer[Embedded, Logits]):
+    """The shared body: learned positions, ``cfg.layers`` pre-LN blocks, a final LayerNorm and the LM head."""
+
+    def __init__(
+        self, cfg: CausalConfig, *, seed: int = 0, tied_to: TokenEmbedding | OneHotEmbedding | None = None
+    ) -> None:
+        super().__init__(cfg)
+        self.pos = PositionalEmbedding(cfg, seed=seed)
+        self.blocks = Stack([TransformerBlock(cfg, index=i, seed=seed) for i in range(cfg.layers)])
+        self.ln_f = LayerNorm(cfg)
+        self.head = LMHead(cfg, tied_to, seed=seed)
+        self.dim_env = self.head.dim_env
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
+        x = self.pos(x, start_pos)
+        x = self.blocks(x)
+        return self.head(self.ln_f(x))
+
+
+def causal_transformer_from_embeddings(
+    cfg: CausalConfig, *, seed: int = 0, tied_to: TokenEmbedding | OneHotEmbedding | None = None
+) -> CausalTransformer:
+    """``Layer[Embedded, Logits]``: pos → blocks → LN → head (head tied to ``tied_to`` if given)."""
+    return CausalTransformer(cfg, seed=seed, tied_to=tied_to)
+
+
+def causal_transformer_one_hot(cfg: CausalConfig, *, seed: int = 0) -> Layer[OneHot, Logits]:
+    """``Layer[OneHot, Logits]``: one-hot rows @ embedding table, then the shared body."""
+    embed = OneHotEmbedding(cfg, seed=seed)
+    return embed >> causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, embed))
+
+
+def causal_transformer_indexed(cfg: CausalConfig, *, seed: int = 0) -> Layer[TokenIds, Logits]:
+    """``Layer[TokenIds, Logits]``: token ids gathered from the embedding table, then the shared body.
+
+    Built with the same config and seed, it has the same weights (and state-dict keys) as
+    `causal_transformer_one_hot`, so both give the same logits.
+    """
+    embed = TokenEmbedding(cfg, seed=seed)
+    return embed >> causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, embed))
+
+
+def _tie(cfg: CausalConfig, embed: TokenEmbedding | OneHotEmbedding) -> TokenEmbedding | OneHotEmbedding | None:
+    return embed if cfg.tie_embeddings else None
+
+
+class GPT2(Layer[TokenIds, Logits]):
+    """GPT-2: token ids → logits, with the head tied to the token embedding when ``cfg.tie_embeddings``.
+
+    ``forward(ids, start_pos)`` reads ids at positions ``start_pos .. start_pos + seq - 1``.
+    """
+
+    boundary = True
+
+    def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
+        super().__init__(cfg)
+        self.embed = TokenEmbedding(cfg, seed=seed)
+        self.transformer = causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, self.embed))
+
+    def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
+        return self.transformer(self.embed(ids), start_pos)
+
+    def param_count(self) -> int:
+        """Number of parameters, a tied embedding/head table counted once."""
+        return sum(p.numel() for p in self.parameters())

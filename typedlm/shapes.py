@@ -1,0 +1,31 @@
+"""Shape aliases: each is a jaxtyping dimension string, usable as a type parameter of `Layer[In, Out]`.
+
+The same string annotates the forward (``Float[Tensor, "batch seq d_model"]``), types the layer for
+mypy (``Layer[Embedded, Logits]``) and, resolved with a config, gives concrete sizes.
+"""
+
+import typing
+from typing import Literal
+
+TokenIds = Literal["batch seq"]
+"""``(batch, seq)`` integer token ids."""
+OneHot = Literal["batch seq vocab"]
+"""``(batch, seq, vocab)`` float one-hot rows."""
+Embedded = Literal["batch seq d_model"]
+"""``(batch, seq, d_model)`` residual stream."""
+Logits = Literal["batch seq vocab"]
+"""``(batch, seq, vocab)`` unnormalised next-token scores."""
+
+CONFIG_DIMS: tuple[str, ...] = ("vocab", "d_model", "heads", "head_dim", "ffn")
+"""Dimensions bound to a layer's config: every call must use the config's size."""
+FREE_DIMS: tuple[str, ...] = ("batch", "seq")
+"""Dimensions bound per call; ``seq`` is at most the config's ``seq_len``."""
+
+
+def literal_dims(shape_type: object) -> str | None:
+    """The dimension string of a shape alias such as `Embedded`, or None if it is not one."""
+    if typing.get_origin(shape_type) is Literal:
+        (value,) = typing.get_args(shape_type)
+        if isinstance(value, str):
+            return value
+    return None
