@@ -120,7 +120,9 @@ class CallSignature:
         return self.params[0].specs if self.params else ()
 
 
-def _match_any(specs: tuple[TensorSpec, ...], value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings) -> None:
+def _match_any(
+    specs: tuple[TensorSpec, ...], value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings
+) -> None:
     """Match ``value`` against one of ``specs`` (a Union); report the alternative of the same rank."""
     if len(specs) == 1:
         match_tensor(specs[0], value, arg, where, env, bindings)
@@ -261,6 +263,15 @@ def _run_outside_dynamo(fn: Callable[..., Any]) -> None:
 
 _run_outside_dynamo(_call_key)
 _is_compiling = torch.compiler.is_compiling
+_disable: Callable[..., Any] = torch.compiler.disable  # untyped in torch; typed by `_eager`
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _eager(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` run eagerly even when called while TorchDynamo is active (the slow path of a check)."""
+    return cast(Callable[P, R], _disable(fn))
 
 
 # --- layers ----------------------------------------------------------------------------------------
@@ -276,12 +287,12 @@ class CheckedLayer(Protocol):
     def describe(self) -> str: ...
 
 
-@torch.compiler.disable
+@_eager
 def _check_layer_arguments(layer: CheckedLayer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
     return check_arguments(layer._typedlm_signature, layer.describe(), layer.dim_env, args, kwargs, eager=True)
 
 
-@torch.compiler.disable
+@_eager
 def _check_layer_result(
     layer: CheckedLayer,
     out: object,
@@ -290,7 +301,9 @@ def _check_layer_result(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
-    check_result(layer._typedlm_signature, layer.describe(), layer.dim_env, out, bindings, eager=True, args=args, kwargs=kwargs)
+    check_result(
+        layer._typedlm_signature, layer.describe(), layer.dim_env, out, bindings, eager=True, args=args, kwargs=kwargs
+    )
     _remember(layer._typedlm_passed, key)
 
 
@@ -352,9 +365,6 @@ _run_outside_dynamo(_checked_layer_forward(lambda self: None))  # all checked fo
 
 # --- functions -------------------------------------------------------------------------------------
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 
 def checked(fn: Callable[P, R]) -> Callable[P, R]:
     """Check ``fn``'s jaxtyping-annotated arguments and result in full and boundary modes.
@@ -369,11 +379,11 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
     passed: set[tuple[Any, ...]] = set()
     env = DimEnv()
 
-    @torch.compiler.disable
+    @_eager
     def check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
         return check_arguments(sig, where, env, args, kwargs, eager=True)
 
-    @torch.compiler.disable
+    @_eager
     def check_out(
         out: object, bindings: Bindings, key: tuple[Any, ...] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -381,7 +391,7 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
         _remember(passed, key)
 
     def checked_fn(*args: P.args, **kwargs: P.kwargs) -> R:
-        if _mode == "off":
+        if current_mode() == "off":
             return fn(*args, **kwargs)
         if _is_compiling():
             traced_bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
@@ -398,4 +408,4 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
 
     _copy_identity(checked_fn, fn)
     _run_outside_dynamo(checked_fn)
-    return cast(Callable[P, R], checked_fn)
+    return checked_fn

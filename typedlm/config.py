@@ -83,7 +83,9 @@ class CausalConfig:
         unknown = sorted(set(data) - fields)
         if unknown:
             raise ConfigError(f"CausalConfig: unknown field(s) {', '.join(unknown)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in data)
+        missing = sorted(
+            f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in data
+        )
         if missing:
             raise ConfigError(f"CausalConfig: missing field(s) {', '.join(missing)}")
         return cls(**data)

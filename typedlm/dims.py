@@ -16,7 +16,6 @@ from torch import Tensor
 
 from typedlm.config import CausalConfig
 from typedlm.errors import ShapeError
-from typedlm.shapes import CONFIG_DIMS
 
 
 @dataclass(frozen=True)
@@ -111,9 +110,7 @@ def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
-def match_tensor(
-    spec: TensorSpec, value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings
-) -> None:
+def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings) -> None:
     """Check one tensor against ``spec``; bind its free dims into ``bindings``. Raise ShapeError on mismatch."""
     shape = value.shape
     head = f"{where}: {arg} expected {spec.quoted}"
@@ -129,9 +126,7 @@ def match_tensor(
         pairs += list(zip(after, shape[len(shape) - len(after) :], strict=True))
     else:
         if len(shape) != len(dims):
-            raise ShapeError(
-                f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}"
-            )
+            raise ShapeError(f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(dims, shape, strict=True))
     expressions: list[tuple[str, int]] = []
     for name, size in pairs:
@@ -173,7 +168,8 @@ def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str) -> int:
     names: dict[str, int] = {k: b.size for k, b in env.sizes.items()}
     names.update({k: size for k, (size, _) in bindings.items()})
     try:
-        value = eval(text, {"__builtins__": {}}, names)  # a dimension expression from an annotation, not user data
+        # ``text`` is a dimension expression from an annotation, never user data.
+        value = eval(text, {"__builtins__": {}}, names)
     except NameError as error:
         raise ShapeError(f"{head}: cannot evaluate {text!r} ({error})") from None
     return int(value)

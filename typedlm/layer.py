@@ -10,6 +10,7 @@ accepts only layers of type ``Layer[S, S]``. The same promise is checked three m
 - on calls, by `typedlm.checks`.
 """
 
+import itertools
 import typing
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -125,7 +126,7 @@ class _Sequence(Layer[In, Out]):
             raise ConfigError(f"{label}: needs at least one layer")
         super().__init__(layers[0].cfg)
         env = layers[0].dim_env
-        for left, right in zip(layers, layers[1:], strict=False):
+        for left, right in itertools.pairwise(layers):
             _check_meets(left, right)
             env = env.merged(right.dim_env, left.describe(), right.describe())
         self.dim_env = env
@@ -171,9 +172,14 @@ class Stack(_Sequence[S, S]):
 
     def __init__(self, layers: Sequence[Layer[S, S]]) -> None:
         for layer in layers:
-            produced, accepted = _dims_text(layer._typedlm_signature.result), _dims_text(layer._typedlm_signature.input_specs)
+            produced, accepted = (
+                _dims_text(layer._typedlm_signature.result),
+                _dims_text(layer._typedlm_signature.input_specs),
+            )
             if produced != accepted:
-                raise ShapeError(f"Stack: {layer.describe()} maps {accepted} to {produced}; only Layer[S, S] may be stacked")
+                raise ShapeError(
+                    f"Stack: {layer.describe()} maps {accepted} to {produced}; only Layer[S, S] may be stacked"
+                )
         super().__init__(layers, label="Stack")
 
     def forward(self, x: Tensor) -> Tensor:

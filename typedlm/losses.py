@@ -20,7 +20,7 @@ def cross_entropy_one_hot(
 @checked
 def cross_entropy_indexed(
     logits: Float[Tensor, "batch seq vocab"],
-    targets: Int[Tensor, "batch seq"] | Int[Tensor, "batch*seq"],
+    targets: Int[Tensor, "batch seq"] | Int[Tensor, "batch*seq"],  # noqa: F821  # "batch*seq" is a jaxtyping dim expression
     ignore_index: int = -100,
 ) -> Float[Tensor, ""]:
     """Mean next-token loss for integer ``targets`` of shape (batch, seq) or flattened (batch*seq).

@@ -9,7 +9,15 @@ from torch import Tensor
 
 from typedlm.config import CausalConfig
 from typedlm.layer import Layer
-from typedlm.nn import LayerNorm, LMHead, OneHotEmbedding, PositionalEmbedding, Stack, TokenEmbedding, TransformerBlock
+from typedlm.nn import (
+    LayerNorm,
+    LMHead,
+    OneHotEmbedding,
+    PositionalEmbedding,
+    Stack,
+    TokenEmbedding,
+    TransformerBlock,
+)
 from typedlm.shapes import Embedded, Logits, OneHot, TokenIds
 
 __all__ = [

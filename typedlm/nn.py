@@ -90,9 +90,7 @@ class PositionalEmbedding(Layer[Embedded, Embedded]):
         self.weight = nn.Parameter(torch.empty(cfg.seq_len, cfg.d_model))
         _normal_(self.weight, INIT_STD, _generator(seed, "positional_embedding"))
 
-    def forward(
-        self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0
-    ) -> Float[Tensor, "batch seq d_model"]:
+    def forward(self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0) -> Float[Tensor, "batch seq d_model"]:
         seq = x.shape[1]
         if start_pos < 0 or start_pos + seq > self.cfg.seq_len:
             raise ShapeError(
