@@ -1,0 +1,119 @@
+"""Runtime checks: config-scoped dims, free batch, seq <= seq_len, dtypes, results, messages, memory of passes."""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+import pytest
+import typedlm as tl
+from typedlm import checks
+from typedlm.layer import Layer
+from typedlm.shapes import Embedded
+
+
+def test_wrong_width_names_d_model_expected_and_actual(cfg: tl.CausalConfig) -> None:
+    block = tl.nn.TransformerBlock(cfg, index=0)
+    with pytest.raises(tl.ShapeError) as caught:
+        block(torch.randn(2, 8, 48))
+    message = str(caught.value)
+    assert "TransformerBlock(index=0)" in message
+    assert "d_model = 64" in message and "cfg.d_model" in message and "d_model = 48" in message
+    assert "(2, 8, 48)" in message
+    assert "\n" not in message and "beartype" not in message.lower() and len(message) < 300
+
+
+def test_wrong_width_is_caught_by_the_first_layer_that_sees_it(cfg: tl.CausalConfig) -> None:
+    body = tl.models.causal_transformer_from_embeddings(cfg)
+    with pytest.raises(tl.ShapeError, match=r"^CausalTransformer: x expected .*d_model = 64.*got d_model = 48"):
+        body(torch.randn(1, 4, 48))
+
+
+def test_batch_is_free_and_seq_is_bounded(cfg: tl.CausalConfig) -> None:
+    model = tl.models.GPT2(cfg)
+    for batch, seq in [(1, 1), (5, 7), (3, cfg.seq_len)]:
+        assert model(torch.randint(0, cfg.vocab, (batch, seq))).shape == (batch, seq, cfg.vocab)
+    with pytest.raises(tl.ShapeError, match=r"seq = 33 exceeds cfg.seq_len = 32"):
+        model(torch.randint(0, cfg.vocab, (1, 33)))
+
+
+@pytest.mark.parametrize(
+    ("make", "value", "pattern"),
+    [
+        (lambda c: tl.nn.TokenEmbedding(c), torch.zeros(2, 4), r"ids expected \"batch seq\" as an integer tensor"),
+        (lambda c: tl.nn.TokenEmbedding(c), torch.zeros(2, 4, 3, dtype=torch.long), r"\(2 dims\), got 3 dims"),
+        (
+            lambda c: tl.nn.OneHotEmbedding(c),
+            torch.zeros(2, 4, 256, dtype=torch.long),
+            r"one_hot expected \"batch seq vocab\" as a floating-point tensor",
+        ),
+        (lambda c: tl.nn.OneHotEmbedding(c), torch.zeros(2, 4, 255), r"vocab = 256 \(cfg.vocab\), got vocab = 255"),
+        (lambda c: tl.nn.LayerNorm(c), torch.zeros(2, 4, 64, dtype=torch.long), r"as a floating-point tensor"),
+    ],
+)
+def test_dtype_and_rank(cfg: tl.CausalConfig, make: object, value: Tensor, pattern: str) -> None:
+    layer = make(cfg)  # type: ignore[operator]  # the parametrised constructors are lambdas
+    with pytest.raises(tl.ShapeError, match=pattern):
+        layer(value)
+
+
+class DropsAColumn(Layer[Embedded, Embedded]):
+    """A buggy user layer: claims to keep d_model but drops the last feature."""
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        return x[..., :-1]
+
+
+def test_a_layer_returning_the_wrong_shape_is_named(cfg: tl.CausalConfig) -> None:
+    with pytest.raises(tl.ShapeError, match=r"DropsAColumn: its result expected .*d_model = 64.*got d_model = 63"):
+        DropsAColumn(cfg)(torch.zeros(1, 2, 64))
+
+
+def test_free_dims_must_agree_within_a_call(cfg: tl.CausalConfig) -> None:
+    logits = torch.zeros(2, 5, cfg.vocab)
+    with pytest.raises(tl.ShapeError, match=r"targets expected \"batch seq\": seq = 5 \(fixed by logits\), got seq = 4"):
+        tl.losses.cross_entropy_indexed(logits, torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(tl.ShapeError, match=r"batch\*seq = 10, got 9"):
+        tl.losses.cross_entropy_indexed(logits, torch.zeros(9, dtype=torch.long))
+
+
+def test_non_tensor_arguments_are_checked_by_beartype(cfg: tl.CausalConfig) -> None:
+    model = tl.models.GPT2(cfg)
+    with pytest.raises(tl.ShapeError, match=r"GPT2: start_pos expected int, got 'one'"):
+        model(torch.zeros(1, 2, dtype=torch.long), start_pos="one")  # type: ignore[arg-type]  # the error is the point
+
+
+def test_a_passed_signature_is_not_checked_again(cfg: tl.CausalConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = checks.check_arguments
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(str(args[1]))
+        return real(*args, **kwargs)  # type: ignore[arg-type]  # forwarded unchanged
+
+    monkeypatch.setattr(checks, "check_arguments", counting)
+    norm = tl.nn.LayerNorm(cfg)
+    for _ in range(3):
+        norm(torch.zeros(2, 3, 64))
+    assert calls == ["LayerNorm"]
+    norm(torch.zeros(4, 3, 64))
+    norm(torch.zeros(4, 5, 64))
+    assert calls == ["LayerNorm"] * 3
+    with pytest.raises(tl.ShapeError):  # a failure is never remembered as a pass
+        norm(torch.zeros(4, 3, 63))
+    with pytest.raises(tl.ShapeError):
+        norm(torch.zeros(4, 3, 63))
+
+
+def test_checked_model_gives_the_same_values_and_gradients_as_unchecked(cfg: tl.CausalConfig) -> None:
+    model = tl.models.GPT2(cfg, seed=4)
+    ids = torch.randint(0, cfg.vocab, (2, 9))
+    grads = []
+    for mode in ("full", "off"):
+        with checks.mode(mode):
+            model.zero_grad()
+            loss = tl.losses.cross_entropy_indexed(model(ids[:, :-1]), ids[:, 1:])
+            loss.backward()
+            grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(list(model.parameters()))
+    for checked_grad, plain_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(checked_grad, plain_grad)
