@@ -30,9 +30,7 @@ class _PieceCache(dict[str, tuple[int, ...]]):
     merges say). When more than ``limit`` pieces have been added the cache starts again from the seed.
     """
 
-    def __init__(
-        self, seed: dict[str, tuple[int, ...]], encode_piece: Callable[[str], tuple[int, ...]], limit: int
-    ):
+    def __init__(self, seed: dict[str, tuple[int, ...]], encode_piece: Callable[[str], tuple[int, ...]], limit: int):
         super().__init__(seed)
         self._seed = seed
         self._encode_piece = encode_piece
@@ -164,9 +162,7 @@ class GPT2BPE:
         try:
             return b"".join(map(self._id_to_bytes.__getitem__, id_list))
         except (KeyError, TypeError):
-            raise out_of_range(id_list, self.vocab_size) or ValueError(
-                f"ids must be integers: {ids!r}"
-            ) from None
+            raise out_of_range(id_list, self.vocab_size) or ValueError(f"ids must be integers: {ids!r}") from None
 
     # --- lookups ---------------------------------------------------------------------------------
 

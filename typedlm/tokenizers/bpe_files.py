@@ -94,17 +94,14 @@ def _parse_vocab(path: Path, text: str) -> dict[str, int]:
         raise ValueError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
     if not isinstance(pairs, _JSONObject):
         raise ValueError(
-            f"{path}:1: expected a JSON object mapping token strings to integer ids, "
-            f"found a {type(pairs).__name__}"
+            f"{path}:1: expected a JSON object mapping token strings to integer ids, found a {type(pairs).__name__}"
         )
     token_ids: dict[str, int] = {}
     owner_of_id: dict[int, str] = {}
     for index, (token, token_id) in enumerate(pairs):
         if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
             where = _line_col(text, _entry_offsets(text)[index])
-            raise ValueError(
-                f"{path}:{where}: token {token!r} has id {token_id!r}; ids must be non-negative integers"
-            )
+            raise ValueError(f"{path}:{where}: token {token!r} has id {token_id!r}; ids must be non-negative integers")
         if token in token_ids:
             where = _line_col(text, _entry_offsets(text)[index])
             raise ValueError(f"{path}:{where}: token {token!r} appears twice")
@@ -118,8 +115,7 @@ def _parse_vocab(path: Path, text: str) -> dict[str, int]:
     for expected, actual in enumerate(sorted(owner_of_id)):
         if expected != actual:
             raise ValueError(
-                f"{path}: ids must run from 0 to {len(owner_of_id) - 1} without gaps; "
-                f"id {expected} is missing"
+                f"{path}: ids must run from 0 to {len(owner_of_id) - 1} without gaps; id {expected} is missing"
             )
     return token_ids
 
@@ -164,20 +160,15 @@ def _parse_merges(path: Path, text: str, token_ids: dict[str, int], vocab_path: 
         left, right = parts
         merged = left + right
         if not BYTE_ALPHABET.issuperset(merged):
-            raise ValueError(
-                f"{path}:{line_no}: {line!r} uses characters outside GPT-2's byte-level alphabet"
-            )
+            raise ValueError(f"{path}:{line_no}: {line!r} uses characters outside GPT-2's byte-level alphabet")
         if (left, right) in line_of_rule:
             raise ValueError(f"{path}:{line_no}: the merge {line!r} repeats line {line_of_rule[left, right]}")
         for part in (left, right):
             if part not in token_ids:
-                raise ValueError(
-                    f"{path}:{line_no}: merge part {part!r} is not in the vocabulary {vocab_path}"
-                )
+                raise ValueError(f"{path}:{line_no}: merge part {part!r} is not in the vocabulary {vocab_path}")
         if merged not in token_ids:
             raise ValueError(
-                f"{path}:{line_no}: the merge {line!r} gives {merged!r}, "
-                f"which is not in the vocabulary {vocab_path}"
+                f"{path}:{line_no}: the merge {line!r} gives {merged!r}, which is not in the vocabulary {vocab_path}"
             )
         line_of_rule[left, right] = line_no
         merge_rank.setdefault(merged, rank)

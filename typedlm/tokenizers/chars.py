@@ -58,9 +58,7 @@ class CharTokenizer:
     @property
     def fingerprint(self) -> str:
         """sha256 of the alphabet."""
-        return hashlib.sha256(
-            ("typedlm.CharTokenizer\0" + self.alphabet).encode("utf-8", "surrogatepass")
-        ).hexdigest()
+        return hashlib.sha256(("typedlm.CharTokenizer\0" + self.alphabet).encode("utf-8", "surrogatepass")).hexdigest()
 
     def encode(
         self,

@@ -67,8 +67,7 @@ def encode_corpus(
     source = Path(path)
     if tokenizer.vocab_size > MAX_VOCAB:
         raise ValueError(
-            f"a vocabulary of {tokenizer.vocab_size} ids does not fit the uint16 token cache "
-            f"(at most {MAX_VOCAB} ids)"
+            f"a vocabulary of {tokenizer.vocab_size} ids does not fit the uint16 token cache (at most {MAX_VOCAB} ids)"
         )
     if not source.is_file():
         raise ValueError(f"{source}: no such file")
@@ -170,9 +169,7 @@ def _encoded_spans(
                 yield _encode_file_span(source, tokenizer, allowed, span)
                 bar.update(span[1] - span[0])
         return
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    )
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with context.Pool(workers, initializer=_start_worker, initargs=(source, tokenizer, allowed)) as pool:
         desc = f"tokenizing {source.name} ({workers} processes)"
         with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
@@ -208,9 +205,7 @@ def _encode_file_span(
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             offset = start + err.start
-            raise ValueError(
-                f"{source}:{_line_of(file, offset)}: not valid UTF-8 (byte offset {offset})"
-            ) from None
+            raise ValueError(f"{source}:{_line_of(file, offset)}: not valid UTF-8 (byte offset {offset})") from None
     ids = tokenizer.encode(text, allowed_special=allowed, disallowed_special=())
     return np.asarray(ids, dtype=np.uint16)
 

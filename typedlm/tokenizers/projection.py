@@ -46,9 +46,7 @@ class LocalVocab:
         object.__setattr__(self, "_to_base", to_base)
 
     @classmethod
-    def first_seen(
-        cls, base_ids: Iterable[int], base_vocab_size: int, max_size: int | None = None
-    ) -> LocalVocab:
+    def first_seen(cls, base_ids: Iterable[int], base_vocab_size: int, max_size: int | None = None) -> LocalVocab:
         """Number the distinct ``base_ids`` 1, 2, … in order of first appearance.
 
         ``max_size`` caps the local vocabulary size (OOV included): later ids become OOV.
@@ -104,8 +102,7 @@ class LocalTokenizer:
     def __init__(self, base: Tokenizer, vocab: LocalVocab) -> None:
         if vocab.base_vocab_size != base.vocab_size:
             raise ValueError(
-                f"the local vocabulary projects {vocab.base_vocab_size} base ids, "
-                f"the tokenizer has {base.vocab_size}"
+                f"the local vocabulary projects {vocab.base_vocab_size} base ids, the tokenizer has {base.vocab_size}"
             )
         self.base = base
         self.vocab = vocab
@@ -150,9 +147,7 @@ class LocalTokenizer:
         disallowed_special: DisallowedSpecial = "all",
     ) -> list[int]:
         """Local ids of ``text`` (OOV = 0)."""
-        base_ids = self.base.encode(
-            text, allowed_special=allowed_special, disallowed_special=disallowed_special
-        )
+        base_ids = self.base.encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
         return self._local_list(base_ids)
 
     def encode_ordinary(self, text: str) -> list[int]:

@@ -47,6 +47,4 @@ def refuse_disallowed(text: str, disallowed: frozenset[str]) -> None:
 @functools.lru_cache(maxsize=64)
 def alternation(tokens: frozenset[str]) -> regex.Pattern[str]:
     """A pattern matching any of ``tokens``, longest first where one is a prefix of another."""
-    return regex.compile(
-        "|".join(regex.escape(token) for token in sorted(tokens, key=lambda t: (-len(t), t)))
-    )
+    return regex.compile("|".join(regex.escape(token) for token in sorted(tokens, key=lambda t: (-len(t), t))))
