@@ -4,9 +4,9 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-import pytest
 import typedlm as tl
 from typedlm import checks
 from typedlm.models import GPT2
@@ -14,7 +14,7 @@ from typedlm.nn import TransformerBlock
 
 
 def _is_wrapped(cls: type) -> bool:
-    return cls.__dict__["forward"].__code__.co_name == "checked_forward"
+    return bool(cls.__dict__["forward"].__code__.co_name == "checked_forward")
 
 
 def test_modes_swap_forward_methods() -> None:

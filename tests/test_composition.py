@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-import pytest
 import typedlm as tl
 from typedlm.layer import Layer
 from typedlm.shapes import Embedded, Logits

@@ -45,11 +45,11 @@ def test_other_fields_validated(field: str, bad: object) -> None:
 def test_dict_round_trip_and_errors() -> None:
     cfg = tl.CausalConfig(**SMALL, dropout=0.1, tie_embeddings=False, bias=False, layer_norm_eps=1e-6)
     assert tl.CausalConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(tl.ConfigError, match="unknown field.*d_model"):
+    with pytest.raises(tl.ConfigError, match=r"unknown field.*d_model"):
         tl.CausalConfig.from_dict(cfg.to_dict() | {"d_model": 64})
     missing = cfg.to_dict()
     del missing["heads"]
-    with pytest.raises(tl.ConfigError, match="missing field.*heads"):
+    with pytest.raises(tl.ConfigError, match=r"missing field.*heads"):
         tl.CausalConfig.from_dict(missing)
 
 
@@ -71,7 +71,13 @@ def test_replace_validates() -> None:
 )
 def test_presets(preset: Any, layers: int, d_model: int) -> None:
     cfg = preset()
-    assert (cfg.layers, cfg.d_model, cfg.ffn_hidden, cfg.vocab, cfg.seq_len) == (layers, d_model, 4 * d_model, 50257, 1024)
+    assert (cfg.layers, cfg.d_model, cfg.ffn_hidden, cfg.vocab, cfg.seq_len) == (
+        layers,
+        d_model,
+        4 * d_model,
+        50257,
+        1024,
+    )
     assert preset(batch=2).batch == 2
 
 

@@ -1,10 +1,10 @@
 """Runtime checks: config-scoped dims, free batch, seq <= seq_len, dtypes, results, messages, memory of passes."""
 
+import pytest
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-import pytest
 import typedlm as tl
 from typedlm import checks
 from typedlm.layer import Layer
@@ -70,7 +70,9 @@ def test_a_layer_returning_the_wrong_shape_is_named(cfg: tl.CausalConfig) -> Non
 
 def test_free_dims_must_agree_within_a_call(cfg: tl.CausalConfig) -> None:
     logits = torch.zeros(2, 5, cfg.vocab)
-    with pytest.raises(tl.ShapeError, match=r"targets expected \"batch seq\": seq = 5 \(fixed by logits\), got seq = 4"):
+    with pytest.raises(
+        tl.ShapeError, match=r"targets expected \"batch seq\": seq = 5 \(fixed by logits\), got seq = 4"
+    ):
         tl.losses.cross_entropy_indexed(logits, torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(tl.ShapeError, match=r"batch\*seq = 10, got 9"):
         tl.losses.cross_entropy_indexed(logits, torch.zeros(9, dtype=torch.long))
@@ -79,7 +81,7 @@ def test_free_dims_must_agree_within_a_call(cfg: tl.CausalConfig) -> None:
 def test_non_tensor_arguments_are_checked_by_beartype(cfg: tl.CausalConfig) -> None:
     model = tl.models.GPT2(cfg)
     with pytest.raises(tl.ShapeError, match=r"GPT2: start_pos expected int, got 'one'"):
-        model(torch.zeros(1, 2, dtype=torch.long), start_pos="one")  # type: ignore[arg-type]  # the error is the point
+        model(torch.zeros(1, 2, dtype=torch.long), start_pos="one")
 
 
 def test_a_passed_signature_is_not_checked_again(cfg: tl.CausalConfig, monkeypatch: pytest.MonkeyPatch) -> None:
