@@ -70,10 +70,11 @@ def test_batches_are_next_token_windows() -> None:
 
 def test_batches_are_a_pure_function_of_the_step() -> None:
     tokens = np.random.default_rng(0).integers(0, 256, 5000).astype(np.uint8)
-    a = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1)
-    b = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1)
-    c = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=8, micro_step=1)
-    v = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, stream=VAL_STREAM)
+    a = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2)
+    b = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2)
+    c = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=8, micro_step=1, micro_steps=2)
+    v = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2,
+                          stream=VAL_STREAM)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0]) and not torch.equal(a[0], v[0])
     assert TRAIN_STREAM != VAL_STREAM
 
@@ -97,3 +98,16 @@ def test_memmapped_tokens(tmp_path: Path) -> None:
     mm = np.memmap(path, dtype=np.uint16, mode="r")
     x, y = sample_batch(mm, batch=2, seq_len=10, seed=0, step=0)
     assert torch.equal(y, x + 1)
+
+
+def test_micro_batches_and_ranks_tile_the_global_batch() -> None:
+    tokens = np.random.default_rng(1).integers(0, 256, 5000).astype(np.uint8)
+    whole, _ = sample_batch(tokens, batch=8, seq_len=8, seed=3, step=2)
+    blocks = [
+        sample_batch(tokens, batch=2, seq_len=8, seed=3, step=2, micro_step=m, micro_steps=2, rank=r, world=2)[0]
+        for m in range(2)
+        for r in range(2)
+    ]
+    assert torch.equal(torch.cat(blocks), whole)
+    with pytest.raises(ConfigError, match="out of range"):
+        sample_batch(tokens, batch=2, seq_len=8, seed=3, step=2, micro_step=2, micro_steps=2)

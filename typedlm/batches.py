@@ -1,9 +1,9 @@
 """Token windows: the train/val split and deterministic, shardable random batches.
 
-A batch is a pure function of ``(seed, step, micro_step)``: no sampler state is carried between steps,
-so a resumed run draws exactly the batches an uninterrupted run would, and ``world`` data-parallel
-ranks drawing rank-slices of the same global batch see together what one process with
-``batch * world`` rows would see.
+A batch is a pure function of ``(seed, step, micro_step, rank)``: no sampler state is carried between
+steps, so a resumed run draws exactly the batches an uninterrupted run would. Each step draws one
+global batch and hands out blocks of it, so ``world`` ranks × ``micro_steps`` accumulated micro-batches
+of ``batch`` rows see together exactly what one process with ``batch * world * micro_steps`` rows sees.
 """
 
 from __future__ import annotations
@@ -55,18 +55,25 @@ def sample_batch(
     seed: int,
     step: int,
     micro_step: int = 0,
-    stream: int = TRAIN_STREAM,
+    micro_steps: int = 1,
     rank: int = 0,
     world: int = 1,
+    stream: int = TRAIN_STREAM,
 ) -> tuple[Int64[Tensor, "batch seq"], Int64[Tensor, "batch seq"]]:
     """Inputs and next-token targets, both ``(batch, seq_len)`` int64 on the CPU.
 
-    ``world * batch`` window starts are drawn uniformly from a generator seeded with
-    ``(seed, stream, step, micro_step)``; rank ``rank`` takes rows ``rank*batch : (rank+1)*batch``.
+    A step's global batch of ``micro_steps * world * batch`` window starts is drawn uniformly from a
+    generator seeded with ``(seed, stream, step)``; micro-batch ``micro_step`` of rank ``rank`` is its
+    block ``micro_step * world + rank`` of ``batch`` rows. So the blocks of all ranks and micro-steps
+    together are the same windows whatever the split.
     """
     check_windows(tokens, seq_len, "train" if stream == TRAIN_STREAM else "val")
-    rng = np.random.default_rng([seed, stream, step, micro_step])
-    starts = rng.integers(0, len(tokens) - seq_len, size=world * batch)[rank * batch : (rank + 1) * batch]
+    if not (0 <= micro_step < micro_steps and 0 <= rank < world):
+        raise ConfigError(f"micro_step {micro_step} of {micro_steps} / rank {rank} of {world} is out of range")
+    rng = np.random.default_rng([seed, stream, step])
+    starts = rng.integers(0, len(tokens) - seq_len, size=micro_steps * world * batch)
+    block = micro_step * world + rank
+    starts = starts[block * batch : (block + 1) * batch]
     windows = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
     ids = torch.from_numpy(windows)
     return ids[:, :-1], ids[:, 1:]

@@ -27,10 +27,12 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Corpus:
-    """A training text and where it came from (``name`` is a path or ``DEFAULT_CORPUS_NAME``)."""
+    """A training text and where it came from: ``name`` is the file path or ``DEFAULT_CORPUS_NAME``;
+    ``path`` is the file whose whole content ``text`` is (None for the embedded corpus or a cut text)."""
 
     text: str
     name: str
+    path: Path | None = None
 
 
 def default_corpus_text() -> str:
@@ -68,8 +70,8 @@ def load_corpus(path: str | Path | None, *, allow_small: bool = False, max_chars
         raise CorpusError(f"{p}:{line}: corpus is not valid UTF-8 ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise CorpusError(f"{p}: cannot read corpus: {e.strerror}") from None
-    if max_chars is not None:
-        text = text[:max_chars]
     if not text:
         raise CorpusError(f"{p}: corpus is empty")
-    return Corpus(text, str(p))
+    if max_chars is not None and max_chars < len(text):
+        return Corpus(text[:max_chars], str(p))
+    return Corpus(text, str(p), p)

@@ -145,8 +145,12 @@ def data_fingerprint(train_tokens: Tokens, val_tokens: Tokens) -> str:
     return h.hexdigest()
 
 
-def _step_seed(seed: int, rank: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+def _seed_dropout(seed: int, rank: int, step: int, device: torch.device) -> None:
+    """Seed the global RNG (dropout) from ``(seed, rank, step)``: cheap, unlike ``torch.manual_seed``."""
+    step_seed = int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+    torch.default_generator.manual_seed(step_seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(step_seed)  # the current device, set to this rank's GPU
 
 
 def _to_device(t: Tensor, device: torch.device) -> Tensor:
@@ -282,11 +286,11 @@ def train(
         lr = lr_at(step, tc)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(_step_seed(tc.seed, info.rank, step))
+        _seed_dropout(tc.seed, info.rank, step, device)
         loss_sum = torch.zeros((), device=device)
         for micro in range(tc.grad_accum):
             x, y = sample_batch(train_tokens, batch=cfg.batch, seq_len=cfg.seq_len, seed=tc.seed, step=step,
-                                micro_step=micro, rank=info.rank, world=info.world_size)  # fmt: skip
+                                micro_step=micro, micro_steps=tc.grad_accum, rank=info.rank, world=info.world_size)  # fmt: skip
             with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
                 loss = losses.cross_entropy_indexed(runner(_to_device(x, device)), _to_device(y, device))
             (loss / tc.grad_accum).backward()
@@ -336,7 +340,7 @@ def _state(
         "world_size": info.world_size,
         "tokenizer_hash": tokenizer_hash,
         "data_hash": data_hash,
-        "rng": {"seed": tc.seed, "scheme": "torch.manual_seed(SeedSequence([seed, rank, step])) before each step"},
+        "rng": {"seed": tc.seed, "scheme": "global RNG seeded from SeedSequence([seed, rank, step]) before each step"},
         "log": log.to_dict(),
     }
 

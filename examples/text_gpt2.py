@@ -1,0 +1,253 @@
+"""Train a GPT-2-style model on a text file, then sample from it.
+
+    python -m examples.text_gpt2                                   # bytes, embedded Shakespeare, ~3 min
+    python -m examples.text_gpt2 --bpe-vocab V --bpe-merges M --local-vocab 512 --preset tiny
+    torchrun --nproc_per_node=2 -m examples.text_gpt2 --device cpu # data parallel (gloo)
+
+Text → tokenizer (bytes by default; GPT-2 BPE with --bpe-vocab/--bpe-merges, optionally projected onto
+a --local-vocab) → token array → train/val split → `typedlm.train.train` → samples. The model is
+`typedlm.models.GPT2` and the loss `typedlm.losses.cross_entropy_indexed`, shape-checked at runtime in
+the default mode (TYPEDLM_CHECKS). Everything is written to --out: checkpoint/, loss.png, trainlog.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import typedlm as tl
+from typedlm import tokenizers
+from typedlm.batches import Tokens, split_tokens
+from typedlm.checkpoint import CheckpointError
+from typedlm.corpus import Corpus, CorpusError, load_corpus
+from typedlm.device import DTYPES, DeviceError
+from typedlm.distributed import destroy_process_group, dist_info_from_env
+from typedlm.presets import PRESETS, get_preset
+from typedlm.sampling import generate_tokens
+from typedlm.train import TrainConfig, TrainingDiverged, train
+
+SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
+TRAIN_FLAGS = ("steps", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip", "grad_accum",
+               "eval_every", "eval_batches", "log_every", "checkpoint_every")  # fmt: skip
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show ``(default: X)`` after every option that has a fixed default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS, False) and "%(default)" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    presets = "\n".join(
+        f"  {name:12s} {', '.join(f'{k}={v}' for k, v in p.model.items())}; "
+        f"{', '.join(f'{k}={v}' for k, v in p.train.items())}\n  {'':12s} ({p.about})"
+        for name, p in PRESETS.items()
+    )
+    p = argparse.ArgumentParser(
+        prog="python -m examples.text_gpt2",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=f"presets (options marked 'preset' take these values unless given):\n{presets}",
+        formatter_class=_HelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data-file", type=Path, help="UTF-8 training text (default: the embedded Shakespeare corpus)")
+    data.add_argument("--allow-small-data", action="store_true",
+                      help="train on a --data-file under 100 MiB (refused otherwise: a small corpus is memorised)")
+    data.add_argument("--max-chars", type=int, help="use only the first N characters of the corpus (default: all)")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="tail of the tokens kept for validation")
+    data.add_argument("--finetune-file", type=Path,
+                      help="after training, fine-tune on this UTF-8 text (any size) for --finetune-steps")
+    data.add_argument("--finetune-steps", type=int, default=200, help="steps of fine-tuning on --finetune-file")
+
+    tok = p.add_argument_group("tokenizer (bytes unless --bpe-vocab and --bpe-merges are given)")
+    tok.add_argument("--bpe-vocab", type=Path, help="GPT-2 vocab.json (needs --bpe-merges)")
+    tok.add_argument("--bpe-merges", type=Path, help="GPT-2 merges.txt (needs --bpe-vocab)")
+    tok.add_argument("--local-vocab", type=int,
+                     help="project BPE ids onto the first N-1 distinct ids of the corpus plus OOV (TorchLean's "
+                          "projection); default: the full 50,257-way head")  # fmt: skip
+    tok.add_argument("--vocab", type=int, help="model vocabulary size (default: the tokenizer's)")
+
+    model = p.add_argument_group("model size (default: the --preset's)")
+    model.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training recipe")
+    model.add_argument("--layers", type=int, help="transformer blocks (preset)")
+    model.add_argument("--heads", type=int, help="attention heads (preset)")
+    model.add_argument("--head-dim", type=int, help="width of one head; d_model = heads * head_dim (preset)")
+    model.add_argument("--seq-len", type=int, help="context length in tokens (preset)")
+    model.add_argument("--batch", type=int, help="sequences per micro-batch per process (preset)")
+    model.add_argument("--ffn-hidden", type=int, help="MLP hidden width (preset)")
+    model.add_argument("--dropout", type=float, help="dropout probability (preset)")
+
+    opt = p.add_argument_group("training (default: the --preset's)")
+    opt.add_argument("--steps", type=int, help="optimizer steps (preset)")
+    opt.add_argument("--lr", type=float, help="peak learning rate (preset)")
+    opt.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (preset)")
+    opt.add_argument("--warmup-steps", type=int, help="linear warmup steps (preset)")
+    opt.add_argument("--weight-decay", type=float, help="AdamW decay on >=2-D weights (0.1)")
+    opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 = off (1.0)")
+    opt.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (preset, else 1)")
+    opt.add_argument("--eval-every", type=int, help="validate every N steps; 0 = only at the end (preset)")
+    opt.add_argument("--eval-batches", type=int, help="validation batches per evaluation (preset)")
+    opt.add_argument("--log-every", type=int, help="record losses and throughput every N steps (10)")
+    opt.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps; 0 = at each evaluation (0)")
+    opt.add_argument("--seed", type=int, default=1337, help="seed of the weights, batches and dropout")
+    opt.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                     help="auto takes CUDA when a GPU is present")
+    opt.add_argument("--dtype", choices=list(DTYPES), default="auto",
+                     help="bf16 autocast on CUDA (auto: when supported); the CPU always trains in fp32")
+    opt.add_argument("--compile", action="store_true", help="torch.compile the model")
+    opt.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("out/text_gpt2"),
+                     help="folder for checkpoint/, loss.png and trainlog.json")
+    out.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    out.add_argument("--log", type=Path, help="TrainLog JSON path (default: OUT/trainlog.json)")
+
+    gen = p.add_argument_group("sampling after training")
+    gen.add_argument("--prompt", default="First Citizen:", help="text the sample continues")
+    gen.add_argument("--generate", type=int, default=300, help="tokens to sample; 0 = none")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=200, help="sample among the k likeliest tokens; 0 = all")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off")
+    gen.add_argument("--interactive", action="store_true",
+                     help="then read prompts from stdin; an empty line or :q exits")
+    return p
+
+
+def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig, TrainConfig]:
+    """The model and training configs: the preset's values, overridden by the flags that were given."""
+    preset = get_preset(args.preset)
+    sizes = {**preset.model, **{k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}}
+    cfg = tl.CausalConfig(vocab=args.vocab or vocab, **sizes)
+    settings = {**preset.train, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}}
+    tc = TrainConfig(**settings, seed=args.seed, device=args.device, dtype=args.dtype, compile=args.compile,
+                     progress=not args.no_progress)  # fmt: skip
+    return cfg, tc
+
+
+def make_tokenizer(args: argparse.Namespace, corpus: Corpus) -> tokenizers.Tokenizer:
+    if args.bpe_vocab is None:
+        return tokenizers.ByteTokenizer()
+    bpe = tokenizers.GPT2BPE.from_files(args.bpe_vocab, args.bpe_merges)
+    if args.local_vocab is None:
+        return bpe
+    vocab = tokenizers.LocalVocab.first_seen(encode(corpus, bpe), bpe.vocab_size, max_size=args.local_vocab)
+    return tokenizers.LocalTokenizer(bpe, vocab)
+
+
+def encode(corpus: Corpus, tokenizer: tokenizers.Tokenizer) -> Tokens:
+    """The corpus as a 1-D id array: a whole file goes through the cached parallel encoder."""
+    if isinstance(tokenizer, tokenizers.LocalTokenizer):
+        return tokenizer.vocab.to_local(encode(corpus, tokenizer.base)).astype(np.uint16)
+    if corpus.path is not None and tokenizer.vocab_size <= 1 << 16:
+        return tokenizers.encode_corpus(corpus.path, tokenizer, progress=False)
+    ids = tokenizer.encode(corpus.text, allowed_special="all")
+    return np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32)
+
+
+def sample(model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig,
+           args: argparse.Namespace, prompt: str) -> str:  # fmt: skip
+    """``prompt`` followed by ``--generate`` sampled tokens, decoded."""
+    ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
+    device = next(model.parameters()).device
+    model.eval()
+    out = generate_tokens(model, torch.tensor([ids], device=device), args.generate, seq_len=cfg.seq_len,
+                          temperature=args.temperature, top_k=args.top_k or None,
+                          top_p=args.top_p if args.top_p < 1 else None, seed=args.seed)  # fmt: skip
+    return tokenizer.decode(out[0].tolist())
+
+
+def run(args: argparse.Namespace) -> int:
+    info = dist_info_from_env()
+    say = print if info.is_main else (lambda *a, **k: None)
+    corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)
+    tokenizer = make_tokenizer(args, corpus)
+    tokens = encode(corpus, tokenizer)
+    train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
+    cfg, tc = make_configs(args, tokenizer.vocab_size)
+    model = tl.models.GPT2(cfg, seed=args.seed)
+    say(f"data: {corpus.name}, {len(corpus.text):,} characters → {len(tokens):,} tokens "
+        f"({type(tokenizer).__name__}, vocab {tokenizer.vocab_size:,}); "
+        f"model: {model.param_count():,} parameters, {cfg.layers} layers × d_model {cfg.d_model}, "
+        f"checks {tl.checks.current_mode()}")  # fmt: skip
+    data_info: dict[str, Any] = {"corpus": corpus.name, "chars": len(corpus.text),
+                                 "tokenizer": type(tokenizer).__name__, "vocab_size": tokenizer.vocab_size}  # fmt: skip
+    log_path = args.log or args.out / "trainlog.json"
+    common: dict[str, Any] = dict(vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.fingerprint)
+    try:
+        log = train(model, cfg, train_tokens, val_tokens, tc, out_dir=args.out, resume=args.resume,
+                    data_info=data_info, **common)  # fmt: skip
+        if args.finetune_file is not None:
+            if info.is_main:
+                log.save(log_path)
+            ft_corpus = load_corpus(args.finetune_file, allow_small=True)
+            ft_train, ft_val = split_tokens(encode(ft_corpus, tokenizer), args.val_fraction)
+            ft_tc = dataclasses.replace(tc, steps=args.finetune_steps,
+                                        warmup_steps=min(tc.warmup_steps, args.finetune_steps // 10))  # fmt: skip
+            ft_out = args.out / "finetune"
+            say(f"fine-tuning on {ft_corpus.name} ({len(ft_train) + len(ft_val):,} tokens) for {ft_tc.steps} steps")
+            log = train(model, cfg, ft_train, ft_val, ft_tc, out_dir=ft_out,
+                        resume=args.resume and (ft_out / "checkpoint").exists(),
+                        data_info={**data_info, "corpus": ft_corpus.name, "finetune": True}, **common)  # fmt: skip
+            log_path = args.log.with_suffix(".finetune.json") if args.log else ft_out / "trainlog.json"
+    except TrainingDiverged as e:
+        if info.is_main:
+            e.log.save(log_path)
+        print(f"text_gpt2: {e}", file=sys.stderr)
+        return 1
+    finally:
+        destroy_process_group()
+    if not info.is_main:
+        return 0
+    log.save(log_path)
+    print(f"loss {log.first_loss:.4f} → {log.final_loss:.4f}, val {log.final_val_loss:.4f} "
+          f"after {len(log.steps)} steps, {log.tokens_per_s or 0:,.0f} tokens/s; log {log_path}")  # fmt: skip
+    if args.generate > 0:
+        print("-" * 72 + "\n" + sample(model, tokenizer, cfg, args, args.prompt) + "\n" + "-" * 72)
+    if args.interactive:
+        interact(model, tokenizer, cfg, args)
+    return 0
+
+
+def interact(model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig,
+             args: argparse.Namespace) -> None:  # fmt: skip
+    print("prompt> ", end="", flush=True)
+    for line in sys.stdin:
+        prompt = line.rstrip("\n")
+        if prompt.strip() in ("", ":q"):
+            break
+        print(sample(model, tokenizer, cfg, args, prompt) + "\nprompt> ", end="", flush=True)
+    print()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.bpe_vocab is None) != (args.bpe_merges is None):
+        given, missing = ("--bpe-vocab", "--bpe-merges") if args.bpe_merges is None else ("--bpe-merges", "--bpe-vocab")
+        parser.error(f"{given} requires {missing}: a GPT-2 tokenizer needs both vocab.json and merges.txt")
+    if args.local_vocab is not None and args.bpe_vocab is None:
+        parser.error("--local-vocab projects GPT-2 BPE ids: it needs --bpe-vocab and --bpe-merges")
+    if args.generate < 0 or (args.max_chars is not None and args.max_chars < 1):
+        parser.error("--generate must be >= 0 and --max-chars >= 1")
+    try:
+        return run(args)
+    except (tl.ConfigError, CorpusError, CheckpointError, DeviceError) as e:
+        parser.error(str(e))
+    except ValueError as e:  # bad tokenizer files: the message starts with path:line
+        parser.error(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
