@@ -4,10 +4,14 @@ All three share one body, `CausalTransformer` (positions → blocks → LayerNor
 in how tokens enter: as embeddings, as one-hot rows, or as ids.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from typedlm.config import CausalConfig
+from typedlm.kv_cache import AttentionCache
 from typedlm.layer import Layer
 from typedlm.nn import (
     LayerNorm,
@@ -78,7 +82,8 @@ def _tie(cfg: CausalConfig, embed: TokenEmbedding | OneHotEmbedding) -> TokenEmb
 class GPT2(Layer[TokenIds, Logits]):
     """GPT-2: token ids → logits, with the head tied to the token embedding when ``cfg.tie_embeddings``.
 
-    ``forward(ids, start_pos)`` reads ids at positions ``start_pos .. start_pos + seq - 1``.
+    ``forward(ids, start_pos)`` reads ids at positions ``start_pos .. start_pos + seq - 1``; inside
+    ``with model.kv_cache(batch):`` it also reuses the keys and values of positions before ``start_pos``.
     """
 
     boundary = True
@@ -87,9 +92,29 @@ class GPT2(Layer[TokenIds, Logits]):
         super().__init__(cfg)
         self.embed = TokenEmbedding(cfg, seed=seed)
         self.transformer = causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, self.embed))
+        self._caches: list[AttentionCache] = []
 
     def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
+        for cache in self._caches:
+            cache.rewind(start_pos)
         return self.transformer(self.embed(ids), start_pos)
+
+    @contextlib.contextmanager
+    def kv_cache(self, batch: int) -> Iterator[None]:
+        """Within the block, attention layers cache keys and values for ``batch`` sequences."""
+        if self._caches:
+            raise RuntimeError("GPT2.kv_cache: a KV cache is already active on this model")
+        weight = self.embed.weight
+        attentions = [block.attn for block in self.transformer.blocks if isinstance(block, TransformerBlock)]
+        for attention in attentions:
+            attention.cache = AttentionCache.empty(self.cfg, batch, dtype=weight.dtype, device=weight.device)
+            self._caches.append(attention.cache)
+        try:
+            yield
+        finally:
+            for attention in attentions:
+                attention.cache = None
+            self._caches.clear()
 
     def param_count(self) -> int:
         """Number of parameters, a tied embedding/head table counted once."""

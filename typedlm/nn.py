@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from typedlm.config import CausalConfig
 from typedlm.errors import ShapeError
+from typedlm.kv_cache import AttentionCache
 from typedlm.layer import Layer, Stack
 from typedlm.shapes import Embedded, Logits, OneHot, TokenIds
 
@@ -113,13 +114,18 @@ class LayerNorm(Layer[Embedded, Embedded]):
 
 
 class CausalSelfAttention(Layer[Embedded, Embedded]):
-    """Multi-head causal self-attention: one fused qkv projection, ``scaled_dot_product_attention``."""
+    """Multi-head causal self-attention: one fused qkv projection, ``scaled_dot_product_attention``.
+
+    With a `AttentionCache` attached (``self.cache``, see `GPT2.kv_cache`), a call appends its keys and
+    values to the cache and attends over every cached position, so decoding one token costs one position.
+    """
 
     def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
         super().__init__(cfg)
         generator = _generator(seed, "attention")
         self.qkv = _linear(cfg.d_model, 3 * cfg.d_model, cfg, INIT_STD, generator)
         self.proj = _linear(cfg.d_model, cfg.d_model, cfg, _residual_std(cfg), generator)
+        self.cache: AttentionCache | None = None
 
     def _split_heads(self, t: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch heads seq head_dim"]:
         batch, seq, _ = t.shape
@@ -127,11 +133,17 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
         batch, seq, d_model = x.shape
-        q, k, v = self.qkv(x).split(d_model, dim=2)
+        q, k, v = (self._split_heads(t) for t in self.qkv(x).split(d_model, dim=2))
         dropout = self.cfg.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            self._split_heads(q), self._split_heads(k), self._split_heads(v), dropout_p=dropout, is_causal=True
-        )
+        if self.cache is None or self.cache.length == 0:
+            if self.cache is not None:
+                self.cache.append(k, v)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            start = self.cache.length
+            k, v = self.cache.append(k, v)
+            mask = None if seq == 1 else torch.ones(seq, start + seq, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, seq, d_model)
         return _dropout(self.proj(y), dropout)
 

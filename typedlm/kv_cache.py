@@ -1,0 +1,47 @@
+"""Key/value cache for incremental decoding: an attention layer keeps the keys and values it has computed."""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from typedlm.config import CausalConfig
+from typedlm.errors import ShapeError
+
+
+@dataclass
+class AttentionCache:
+    """Keys and values of positions ``0 .. length-1`` for one attention layer, with room for ``cfg.seq_len``."""
+
+    keys: Float[Tensor, "batch heads seq_len head_dim"]
+    values: Float[Tensor, "batch heads seq_len head_dim"]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: CausalConfig, batch: int, *, dtype: torch.dtype, device: torch.device) -> "AttentionCache":
+        shape = (batch, cfg.heads, cfg.seq_len, cfg.head_dim)
+        return cls(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
+
+    def rewind(self, start_pos: int) -> None:
+        """Forget positions ``start_pos`` and later; the next `append` writes at ``start_pos``."""
+        if not 0 <= start_pos <= self.length:
+            raise ShapeError(
+                f"KV cache: start_pos={start_pos} but the cache holds positions 0..{self.length - 1}; "
+                f"decode from start_pos <= {self.length}"
+            )
+        self.length = start_pos
+
+    def append(
+        self, k: Float[Tensor, "batch heads seq head_dim"], v: Float[Tensor, "batch heads seq head_dim"]
+    ) -> tuple[Float[Tensor, "batch heads total head_dim"], Float[Tensor, "batch heads total head_dim"]]:
+        """Store ``k``, ``v`` at the next ``seq`` positions; return the keys and values of every position so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.keys.shape[2]:
+            raise ShapeError(f"KV cache: positions {start}..{end - 1} exceed cfg.seq_len = {self.keys.shape[2]}")
+        if k.shape[0] != self.keys.shape[0]:
+            raise ShapeError(f"KV cache: built for batch = {self.keys.shape[0]}, got batch = {k.shape[0]}")
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
