@@ -52,7 +52,7 @@ def encode_corpus(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
-    chunk_bytes: int = 4 << 20,
+    chunk_bytes: int = 1 << 20,
     allowed_special: Set[str] | Literal["all"] = "all",
     progress: bool = True,
 ) -> npt.NDArray[np.uint16]:
