@@ -34,8 +34,19 @@ from typedlm.sampling import generate_tokens
 from typedlm.train import TrainConfig, TrainingDiverged, train
 
 SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
-TRAIN_FLAGS = ("steps", "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip", "grad_accum",
-               "eval_every", "eval_batches", "log_every", "checkpoint_every")  # fmt: skip
+TRAIN_FLAGS = (
+    "steps",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "grad_accum",
+    "eval_every",
+    "eval_batches",
+    "log_every",
+    "checkpoint_every",
+)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -62,20 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data = p.add_argument_group("data")
     data.add_argument("--data-file", type=Path, help="UTF-8 training text (default: the embedded Shakespeare corpus)")
-    data.add_argument("--allow-small-data", action="store_true",
-                      help="train on a --data-file under 100 MiB (refused otherwise: a small corpus is memorised)")
+    data.add_argument(
+        "--allow-small-data",
+        action="store_true",
+        help="train on a --data-file under 100 MiB (refused otherwise: a small corpus is memorised)",
+    )
     data.add_argument("--max-chars", type=int, help="use only the first N characters of the corpus (default: all)")
     data.add_argument("--val-fraction", type=float, default=0.1, help="tail of the tokens kept for validation")
-    data.add_argument("--finetune-file", type=Path,
-                      help="after training, fine-tune on this UTF-8 text (any size) for --finetune-steps")
+    data.add_argument(
+        "--finetune-file",
+        type=Path,
+        help="after training, fine-tune on this UTF-8 text (any size) for --finetune-steps",
+    )
     data.add_argument("--finetune-steps", type=int, default=200, help="steps of fine-tuning on --finetune-file")
 
     tok = p.add_argument_group("tokenizer (bytes unless --bpe-vocab and --bpe-merges are given)")
     tok.add_argument("--bpe-vocab", type=Path, help="GPT-2 vocab.json (needs --bpe-merges)")
     tok.add_argument("--bpe-merges", type=Path, help="GPT-2 merges.txt (needs --bpe-vocab)")
-    tok.add_argument("--local-vocab", type=int,
-                     help="project BPE ids onto the first N-1 distinct ids of the corpus plus OOV (TorchLean's "
-                          "projection); default: the full 50,257-way head")  # fmt: skip
+    tok.add_argument(
+        "--local-vocab",
+        type=int,
+        help="project BPE ids onto the first N-1 distinct ids of the corpus plus OOV (TorchLean's "
+        "projection); default: the full 50,257-way head",
+    )
     tok.add_argument("--vocab", type=int, help="model vocabulary size (default: the tokenizer's)")
 
     model = p.add_argument_group("model size (default: the --preset's)")
@@ -101,16 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--log-every", type=int, help="record losses and throughput every N steps (10)")
     opt.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps; 0 = at each evaluation (0)")
     opt.add_argument("--seed", type=int, default=1337, help="seed of the weights, batches and dropout")
-    opt.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                     help="auto takes CUDA when a GPU is present")
-    opt.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                     help="bf16 autocast on CUDA (auto: when supported); the CPU always trains in fp32")
+    opt.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto takes CUDA when a GPU is present"
+    )
+    opt.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="auto",
+        help="bf16 autocast on CUDA (auto: when supported); the CPU always trains in fp32",
+    )
     opt.add_argument("--compile", action="store_true", help="torch.compile the model")
     opt.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("out/text_gpt2"),
-                     help="folder for checkpoint/, loss.png and trainlog.json")
+    out.add_argument(
+        "--out", type=Path, default=Path("out/text_gpt2"), help="folder for checkpoint/, loss.png and trainlog.json"
+    )
     out.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     out.add_argument("--log", type=Path, help="TrainLog JSON path (default: OUT/trainlog.json)")
 
@@ -120,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=200, help="sample among the k likeliest tokens; 0 = all")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off")
-    gen.add_argument("--interactive", action="store_true",
-                     help="then read prompts from stdin; an empty line or :q exits")
+    gen.add_argument(
+        "--interactive", action="store_true", help="then read prompts from stdin; an empty line or :q exits"
+    )
     return p
 
 
@@ -131,8 +158,14 @@ def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig,
     sizes = {**preset.model, **{k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}}
     cfg = tl.CausalConfig(vocab=args.vocab or vocab, **sizes)
     settings = {**preset.train, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}}
-    tc = TrainConfig(**settings, seed=args.seed, device=args.device, dtype=args.dtype, compile=args.compile,
-                     progress=not args.no_progress)  # fmt: skip
+    tc = TrainConfig(
+        **settings,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        progress=not args.no_progress,
+    )
     return cfg, tc
 
 
@@ -156,15 +189,23 @@ def encode(corpus: Corpus, tokenizer: tokenizers.Tokenizer) -> Tokens:
     return np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32)
 
 
-def sample(model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig,
-           args: argparse.Namespace, prompt: str) -> str:  # fmt: skip
+def sample(
+    model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig, args: argparse.Namespace, prompt: str
+) -> str:
     """``prompt`` followed by ``--generate`` sampled tokens, decoded."""
     ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
     device = next(model.parameters()).device
     model.eval()
-    out = generate_tokens(model, torch.tensor([ids], device=device), args.generate, seq_len=cfg.seq_len,
-                          temperature=args.temperature, top_k=args.top_k or None,
-                          top_p=args.top_p if args.top_p < 1 else None, seed=args.seed)  # fmt: skip
+    out = generate_tokens(
+        model,
+        torch.tensor([ids], device=device),
+        args.generate,
+        seq_len=cfg.seq_len,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        top_p=args.top_p if args.top_p < 1 else None,
+        seed=args.seed,
+    )
     return tokenizer.decode(out[0].tolist())
 
 
@@ -177,29 +218,53 @@ def run(args: argparse.Namespace) -> int:
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
     cfg, tc = make_configs(args, tokenizer.vocab_size)
     model = tl.models.GPT2(cfg, seed=args.seed)
-    say(f"data: {corpus.name}, {len(corpus.text):,} characters → {len(tokens):,} tokens "
+    say(
+        f"data: {corpus.name}, {len(corpus.text):,} characters → {len(tokens):,} tokens "
         f"({type(tokenizer).__name__}, vocab {tokenizer.vocab_size:,}); "
         f"model: {model.param_count():,} parameters, {cfg.layers} layers × d_model {cfg.d_model}, "
-        f"checks {tl.checks.current_mode()}")  # fmt: skip
-    data_info: dict[str, Any] = {"corpus": corpus.name, "chars": len(corpus.text),
-                                 "tokenizer": type(tokenizer).__name__, "vocab_size": tokenizer.vocab_size}  # fmt: skip
+        f"checks {tl.checks.current_mode()}"
+    )
+    data_info: dict[str, Any] = {
+        "corpus": corpus.name,
+        "chars": len(corpus.text),
+        "tokenizer": type(tokenizer).__name__,
+        "vocab_size": tokenizer.vocab_size,
+    }
     log_path = args.log or args.out / "trainlog.json"
     common: dict[str, Any] = dict(vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.fingerprint)
     try:
-        log = train(model, cfg, train_tokens, val_tokens, tc, out_dir=args.out, resume=args.resume,
-                    data_info=data_info, **common)  # fmt: skip
+        log = train(
+            model,
+            cfg,
+            train_tokens,
+            val_tokens,
+            tc,
+            out_dir=args.out,
+            resume=args.resume,
+            data_info=data_info,
+            **common,
+        )
         if args.finetune_file is not None:
             if info.is_main:
                 log.save(log_path)
             ft_corpus = load_corpus(args.finetune_file, allow_small=True)
             ft_train, ft_val = split_tokens(encode(ft_corpus, tokenizer), args.val_fraction)
-            ft_tc = dataclasses.replace(tc, steps=args.finetune_steps,
-                                        warmup_steps=min(tc.warmup_steps, args.finetune_steps // 10))  # fmt: skip
+            ft_tc = dataclasses.replace(
+                tc, steps=args.finetune_steps, warmup_steps=min(tc.warmup_steps, args.finetune_steps // 10)
+            )
             ft_out = args.out / "finetune"
             say(f"fine-tuning on {ft_corpus.name} ({len(ft_train) + len(ft_val):,} tokens) for {ft_tc.steps} steps")
-            log = train(model, cfg, ft_train, ft_val, ft_tc, out_dir=ft_out,
-                        resume=args.resume and (ft_out / "checkpoint").exists(),
-                        data_info={**data_info, "corpus": ft_corpus.name, "finetune": True}, **common)  # fmt: skip
+            log = train(
+                model,
+                cfg,
+                ft_train,
+                ft_val,
+                ft_tc,
+                out_dir=ft_out,
+                resume=args.resume and (ft_out / "checkpoint").exists(),
+                data_info={**data_info, "corpus": ft_corpus.name, "finetune": True},
+                **common,
+            )
             log_path = args.log.with_suffix(".finetune.json") if args.log else ft_out / "trainlog.json"
     except TrainingDiverged as e:
         if info.is_main:
@@ -211,8 +276,10 @@ def run(args: argparse.Namespace) -> int:
     if not info.is_main:
         return 0
     log.save(log_path)
-    print(f"loss {log.first_loss:.4f} → {log.final_loss:.4f}, val {log.final_val_loss:.4f} "
-          f"after {len(log.steps)} steps, {log.tokens_per_s or 0:,.0f} tokens/s; log {log_path}")  # fmt: skip
+    print(
+        f"loss {log.first_loss:.4f} → {log.final_loss:.4f}, val {log.final_val_loss:.4f} "
+        f"after {len(log.steps)} steps, {log.tokens_per_s or 0:,.0f} tokens/s; log {log_path}"
+    )
     if args.generate > 0:
         print("-" * 72 + "\n" + sample(model, tokenizer, cfg, args, args.prompt) + "\n" + "-" * 72)
     if args.interactive:
@@ -220,8 +287,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def interact(model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig,
-             args: argparse.Namespace) -> None:  # fmt: skip
+def interact(
+    model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig, args: argparse.Namespace
+) -> None:
     print("prompt> ", end="", flush=True)
     for line in sys.stdin:
         prompt = line.rstrip("\n")

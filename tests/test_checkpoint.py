@@ -101,15 +101,15 @@ def test_damaged_files_are_named(tmp_path: Path) -> None:
 
     path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
     (path / OPTIMIZER_FILE).write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="optimizer.safetensors: not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match=r"optimizer\.safetensors: not a readable safetensors file"):
         load_checkpoint(path)
     (path / MODEL_FILE).unlink()
-    with pytest.raises(CheckpointError, match="model.safetensors: model weights not found"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: model weights not found"):
         load_weights(model, path)
 
 
 def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
     model, opt = _trained(0)
     path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         load_weights(nn.Linear(4, 4), path)

@@ -73,8 +73,7 @@ def test_batches_are_a_pure_function_of_the_step() -> None:
     a = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2)
     b = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2)
     c = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=8, micro_step=1, micro_steps=2)
-    v = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2,
-                          stream=VAL_STREAM)
+    v = sample_batch(tokens, batch=8, seq_len=32, seed=1, step=7, micro_step=1, micro_steps=2, stream=VAL_STREAM)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0]) and not torch.equal(a[0], v[0])
     assert TRAIN_STREAM != VAL_STREAM
 

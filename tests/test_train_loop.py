@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,15 +23,24 @@ from typedlm.train import TrainConfig, TrainingDiverged, configure_optimizer, lr
 from typedlm.trainlog import TrainLog
 
 CFG = tl.CausalConfig(batch=4, seq_len=16, vocab=128, heads=2, head_dim=8, ffn_hidden=32, layers=1)
-TC = TrainConfig(steps=6, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=3, eval_batches=2, log_every=1,
-                 device="cpu", progress=False)  # fmt: skip
+TC = TrainConfig(
+    steps=6,
+    lr=3e-3,
+    min_lr=3e-4,
+    warmup_steps=2,
+    eval_every=3,
+    eval_batches=2,
+    log_every=1,
+    device="cpu",
+    progress=False,
+)
 TOKENS = np.frombuffer(default_corpus_text()[:20_000].encode(), dtype=np.uint8)
 TRAIN, VAL = split_tokens(TOKENS, 0.1)
 
 
-def _run(tc: TrainConfig = TC, cfg: tl.CausalConfig = CFG, **kwargs: object) -> tuple[TrainLog, tl.models.GPT2]:
+def _run(tc: TrainConfig = TC, cfg: tl.CausalConfig = CFG, **kwargs: Any) -> tuple[TrainLog, tl.models.GPT2]:
     model = tl.models.GPT2(cfg, seed=tc.seed)
-    log = train(model, cfg, TRAIN, VAL, tc, **kwargs)  # type: ignore[arg-type]  # test passes through keywords
+    log = train(model, cfg, TRAIN, VAL, tc, **kwargs)
     return log, model
 
 
@@ -40,8 +52,8 @@ def test_schedule_warms_up_then_decays_to_min_lr() -> None:
     tc = TrainConfig(steps=100, lr=1.0, min_lr=0.1, warmup_steps=10)
     lrs = [lr_at(s, tc) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10], strict=False))
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(lrs[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
     assert lrs[99] == pytest.approx(0.1) and lrs[55] == pytest.approx(0.55, abs=0.02)
 
 
@@ -160,8 +172,8 @@ def test_vocab_larger_than_the_model_is_refused_before_the_first_step(tmp_path: 
 
 def test_loss_curve_degrades_without_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     log, _ = _run(dataclasses.replace(TC, steps=2))
-    real = plots.importlib.util.find_spec
-    monkeypatch.setattr(plots.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name))
     message = plots.save_loss_curve(log, tmp_path / "loss.png")
     assert message is not None and "pip install 'typedlm[plots]'" in message
     assert not (tmp_path / "loss.png").exists()

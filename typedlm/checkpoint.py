@@ -174,9 +174,7 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], doc: dict[str, Any])
         state.setdefault(int(index), {})[name] = value
     for index, values in doc.get("scalars", {}).items():
         state.setdefault(int(index), {}).update(values)
-    groups = [
-        {k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in doc["param_groups"]
-    ]
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in doc["param_groups"]]
     return {"state": state, "param_groups": groups}
 
 

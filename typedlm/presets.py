@@ -40,8 +40,16 @@ PRESETS: dict[str, Preset] = {
     ),
     "gpt2-small": Preset(
         dict(layers=12, heads=12, head_dim=64, seq_len=1024, batch=12, ffn_hidden=3072, dropout=0.0),
-        dict(steps=600_000, lr=6e-4, min_lr=6e-5, warmup_steps=2000, eval_every=1000, eval_batches=200,
-             beta2=0.95, grad_accum=40),  # fmt: skip
+        dict(
+            steps=600_000,
+            lr=6e-4,
+            min_lr=6e-5,
+            warmup_steps=2000,
+            eval_every=1000,
+            eval_batches=200,
+            beta2=0.95,
+            grad_accum=40,
+        ),
         "GPT-2 124M with nanoGPT's OpenWebText recipe (~0.5M tokens a step); needs GPUs",
     ),
 }

@@ -44,8 +44,18 @@ from typedlm.errors import ConfigError
 from typedlm.plots import save_loss_curve
 from typedlm.trainlog import EvalRecord, StepRecord, ThroughputRecord, TrainLog
 
-RESUME_FIELDS = ("steps", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
-                 "grad_accum", "seed")  # fmt: skip
+RESUME_FIELDS = (
+    "steps",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "grad_clip",
+    "grad_accum",
+    "seed",
+)
 """Settings that shape the run's losses: a resumed run must use the checkpoint's values."""
 
 
@@ -179,8 +189,16 @@ def estimate_loss(
     """Mean loss over ``tc.eval_batches`` fixed validation batches (the same ones at every call)."""
     total = torch.zeros((), device=device)
     for i in range(tc.eval_batches):
-        x, y = sample_batch(tokens, batch=cfg.batch, seq_len=cfg.seq_len, seed=tc.seed, step=i,
-                            stream=VAL_STREAM, rank=info.rank, world=info.world_size)  # fmt: skip
+        x, y = sample_batch(
+            tokens,
+            batch=cfg.batch,
+            seq_len=cfg.seq_len,
+            seed=tc.seed,
+            step=i,
+            stream=VAL_STREAM,
+            rank=info.rank,
+            world=info.world_size,
+        )
         with _autocast(device, amp):
             total += losses.cross_entropy_indexed(model(_to_device(x, device)), _to_device(y, device)).float()
     return float(mean_across_ranks(total / tc.eval_batches, info).item())
@@ -240,8 +258,13 @@ def train(
         device=str(device),
         dtype=str(amp or torch.float32).removeprefix("torch."),
         world_size=info.world_size,
-        data={"train_tokens": len(train_tokens), "val_tokens": len(val_tokens), "tokenizer_hash": tokenizer_hash,
-              "data_hash": data_hash, **(data_info or {})},  # fmt: skip
+        data={
+            "train_tokens": len(train_tokens),
+            "val_tokens": len(val_tokens),
+            "tokenizer_hash": tokenizer_hash,
+            "data_hash": data_hash,
+            **(data_info or {}),
+        },
     )
     start, last_ckpt = 0, None
     if resume:
@@ -260,8 +283,14 @@ def train(
     tokens_per_step = cfg.batch * cfg.seq_len * tc.grad_accum * info.world_size
     ckpt_every = tc.checkpoint_every or tc.eval_every
     pending: list[tuple[int, float, Tensor, Tensor]] = []
-    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and info.is_main), unit="step",
-               dynamic_ncols=True, desc="train")  # fmt: skip
+    bar = tqdm(
+        total=tc.steps,
+        initial=start,
+        disable=not (tc.progress and info.is_main),
+        unit="step",
+        dynamic_ncols=True,
+        desc="train",
+    )
     t0 = time.perf_counter()
     t_interval, steps_in_interval = t0, 0
 
@@ -289,8 +318,17 @@ def train(
         _seed_dropout(tc.seed, info.rank, step, device)
         loss_sum = torch.zeros((), device=device)
         for micro in range(tc.grad_accum):
-            x, y = sample_batch(train_tokens, batch=cfg.batch, seq_len=cfg.seq_len, seed=tc.seed, step=step,
-                                micro_step=micro, micro_steps=tc.grad_accum, rank=info.rank, world=info.world_size)  # fmt: skip
+            x, y = sample_batch(
+                train_tokens,
+                batch=cfg.batch,
+                seq_len=cfg.seq_len,
+                seed=tc.seed,
+                step=step,
+                micro_step=micro,
+                micro_steps=tc.grad_accum,
+                rank=info.rank,
+                world=info.world_size,
+            )
             with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
                 loss = losses.cross_entropy_indexed(runner(_to_device(x, device)), _to_device(y, device))
             (loss / tc.grad_accum).backward()
@@ -380,9 +418,15 @@ def _resume(
 
 
 def _diverged(
-    log: TrainLog, step: int, loss: float, norm: float, out_dir: str | Path | None, last_ckpt: int | None,
-    t0: float, info: DistInfo,
-) -> None:  # fmt: skip
+    log: TrainLog,
+    step: int,
+    loss: float,
+    norm: float,
+    out_dir: str | Path | None,
+    last_ckpt: int | None,
+    t0: float,
+    info: DistInfo,
+) -> None:
     kept = (
         f"The last good checkpoint, after step {last_ckpt}, is kept in {Path(out_dir) / 'checkpoint'}"
         if out_dir is not None and last_ckpt is not None

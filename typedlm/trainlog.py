@@ -87,7 +87,8 @@ class TrainLog:
             final_val_loss=self.final_val_loss,
             tokens_per_s=self.tokens_per_s,
         )
-        return _json_safe(d)
+        safe: dict[str, Any] = _json_safe(d)
+        return safe
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainLog:
