@@ -11,9 +11,9 @@ remembers the call signatures that passed and skips the check for them: the stea
 tuple build and one set lookup per call. The slow path runs typedlm's dimension binding (config-scoped
 dims against the config) and then beartype + jaxtyping on every annotated argument.
 
-Under ``torch.compile`` the outermost checked forward runs outside the graph (dynamo skips its frame,
-so a wrong input still raises `ShapeError`), and nested layers are traced through a polyfill whose
-checks run once per compiled shape, leaving no checks in the compiled graph.
+Under ``torch.compile`` the outermost checked call runs outside the graph (dynamo skips its frame, so a
+wrong input still raises `ShapeError`); calls that dynamo inlines run their checks while it traces them
+(once per compiled shape), leaving no checks in the compiled graph.
 """
 
 import contextlib
@@ -274,11 +274,11 @@ def _eager(fn: Callable[P, R]) -> Callable[P, R]:
     return cast(Callable[P, R], _disable(fn))
 
 
-# --- layers ----------------------------------------------------------------------------------------
+# --- the checked call, shared by layers and functions ----------------------------------------------
 
 
-class CheckedLayer(Protocol):
-    """What the layer wrapper needs from a `typedlm.Layer`."""
+class CheckTarget(Protocol):
+    """What a checked call needs from its owner: a `typedlm.Layer`, or a checked function's `_FunctionChecks`."""
 
     _typedlm_signature: CallSignature
     _typedlm_passed: set[tuple[Any, ...]]
@@ -288,13 +288,13 @@ class CheckedLayer(Protocol):
 
 
 @_eager
-def _check_layer_arguments(layer: CheckedLayer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
-    return check_arguments(layer._typedlm_signature, layer.describe(), layer.dim_env, args, kwargs, eager=True)
+def _check_arguments_of(owner: CheckTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
+    return check_arguments(owner._typedlm_signature, owner.describe(), owner.dim_env, args, kwargs, eager=True)
 
 
 @_eager
-def _check_layer_result(
-    layer: CheckedLayer,
+def _check_result_of(
+    owner: CheckTarget,
     out: object,
     bindings: Bindings,
     key: tuple[Any, ...] | None,
@@ -302,30 +302,30 @@ def _check_layer_result(
     kwargs: dict[str, Any],
 ) -> None:
     check_result(
-        layer._typedlm_signature, layer.describe(), layer.dim_env, out, bindings, eager=True, args=args, kwargs=kwargs
+        owner._typedlm_signature, owner.describe(), owner.dim_env, out, bindings, eager=True, args=args, kwargs=kwargs
     )
-    _remember(layer._typedlm_passed, key)
+    _remember(owner._typedlm_passed, key)
 
 
-def _checked_layer_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
-    """``forward`` with its arguments and result checked once per call signature."""
+def _checked_call(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call(owner, *args)`` with its arguments and result checked once per call signature of ``owner``."""
 
-    def checked_forward(self: CheckedLayer, *args: Any, **kwargs: Any) -> Any:
+    def checked_forward(owner: CheckTarget, *args: Any, **kwargs: Any) -> Any:
         if _is_compiling():  # inlined by TorchDynamo: check at trace time, leave nothing in the graph
-            where, sig, env = self.describe(), self._typedlm_signature, self.dim_env
+            where, sig, env = owner.describe(), owner._typedlm_signature, owner.dim_env
             bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
-            out = forward(self, *args, **kwargs)
+            out = call(owner, *args, **kwargs)
             check_result(sig, where, env, out, bindings, eager=False)
             return out
         key = _call_key(args, kwargs)
-        if key is not None and key in self._typedlm_passed:
-            return forward(self, *args, **kwargs)
-        bindings = _check_layer_arguments(self, args, kwargs)
-        out = forward(self, *args, **kwargs)
-        _check_layer_result(self, out, bindings, key, args, kwargs)
+        if key is not None and key in owner._typedlm_passed:
+            return call(owner, *args, **kwargs)
+        bindings = _check_arguments_of(owner, args, kwargs)
+        out = call(owner, *args, **kwargs)
+        _check_result_of(owner, out, bindings, key, args, kwargs)
         return out
 
-    _copy_identity(checked_forward, forward)
+    _copy_identity(checked_forward, call)
     return checked_forward
 
 
@@ -333,6 +333,12 @@ def _copy_identity(wrapper: Callable[..., Any], original: Callable[..., Any]) ->
     for name in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(wrapper, name, getattr(original, name, None))
     wrapper.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]  # help() shows the real one
+
+
+_run_outside_dynamo(_checked_call(lambda owner: None))  # every checked call shares this one code object
+
+
+# --- layers ----------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -355,15 +361,25 @@ _installed: list[_Installed] = []
 def install_layer_checks(cls: type, *, boundary: bool) -> None:
     """Give ``cls`` a checked forward, active in full mode (and in boundary mode if ``boundary``)."""
     original = cls.__dict__["forward"]
-    entry = _Installed(cls, original, _checked_layer_forward(original), boundary)
+    entry = _Installed(cls, original, _checked_call(original), boundary)
     _installed.append(entry)
     entry.apply()
 
 
-_run_outside_dynamo(_checked_layer_forward(lambda self: None))  # all checked forwards share one code object
-
-
 # --- functions -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _FunctionChecks:
+    """A checked function's signature and memory of passed calls; its dims are bound per call."""
+
+    _typedlm_signature: CallSignature
+    name: str
+    dim_env: DimEnv = dataclasses.field(default_factory=DimEnv)
+    _typedlm_passed: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
+
+    def describe(self) -> str:
+        return self.name
 
 
 def checked(fn: Callable[P, R]) -> Callable[P, R]:
@@ -374,37 +390,13 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
     """
     if _mode == "off":
         return fn
-    where = fn.__qualname__
-    sig = CallSignature.of(fn, method=False)
-    passed: set[tuple[Any, ...]] = set()
-    env = DimEnv()
-
-    @_eager
-    def check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Bindings:
-        return check_arguments(sig, where, env, args, kwargs, eager=True)
-
-    @_eager
-    def check_out(
-        out: object, bindings: Bindings, key: tuple[Any, ...] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        check_result(sig, where, env, out, bindings, eager=True, args=args, kwargs=kwargs)
-        _remember(passed, key)
+    owner = _FunctionChecks(CallSignature.of(fn, method=False), fn.__qualname__)
+    call = _checked_call(lambda _owner, *args, **kwargs: fn(*args, **kwargs))
 
     def checked_fn(*args: P.args, **kwargs: P.kwargs) -> R:
         if current_mode() == "off":
             return fn(*args, **kwargs)
-        if _is_compiling():
-            traced_bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
-            result = fn(*args, **kwargs)
-            check_result(sig, where, env, result, traced_bindings, eager=False)
-            return result
-        key = _call_key(args, kwargs)
-        if key is not None and key in passed:
-            return fn(*args, **kwargs)
-        bindings = check_args(args, kwargs)
-        out = fn(*args, **kwargs)
-        check_out(out, bindings, key, args, kwargs)
-        return out
+        return cast(R, call(owner, *args, **kwargs))
 
     _copy_identity(checked_fn, fn)
     _run_outside_dynamo(checked_fn)
