@@ -164,3 +164,18 @@ def test_bpe_local_vocab_and_finetune(tmp_path: Path, capsys: pytest.CaptureFixt
     assert log["data"]["tokenizer"] == "LocalTokenizer" and log["config"]["vocab"] == 300
     ft = json.loads((tmp_path / "finetune" / "trainlog.json").read_text())
     assert ft["data"]["finetune"] is True and len(ft["steps"]) == 3 and ft["data"]["corpus"] == str(extra)
+
+
+def test_small_file_with_permission_goes_through_the_token_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("".join(f"Line {i}: to be, or not to be, that is the question.\n" for i in range(400)))
+    monkeypatch.setenv("TYPEDLM_CACHE_DIR", str(tmp_path / "cache"))
+    argv = [a for a in TINY if a not in ("--max-chars", "30000")]
+    code, out, err = _main(
+        [*argv, "--data-file", str(corpus), "--allow-small-data", "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 0, err
+    assert f"data: {corpus}, {corpus.stat().st_size:,} characters" in out
+    assert len(list((tmp_path / "cache").glob("small.txt.*.tokens"))) == 1
