@@ -344,9 +344,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
-    """Median over rounds of numerator/denominator, each pair timed in the same round."""
-    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> tuple[float, float, float]:
+    """Median over rounds of numerator/denominator (each pair timed in the same round), with its 95% interval.
+
+    The interval is distribution-free: the order statistics ``n/2 ± 1.96·sqrt(n)/2`` of the ratios.
+    """
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    n, half = len(ratios), 1.96 * math.sqrt(len(ratios)) / 2
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    return statistics.median(ratios), ratios[low], ratios[high]
 
 
 RATIOS: tuple[tuple[str, str, str], ...] = (
@@ -361,6 +367,11 @@ OFF_TARGET = 1.02
 def target(result: Result, label: str) -> float | None:
     """The issue's target for a ratio at this setting, if it has one."""
     return {"full / off": result.setting.full_target, "off / untyped": OFF_TARGET}.get(label)
+
+
+def verdict_of(value: float, low: float, goal: float) -> str:
+    """``ok``, ``MISSED``, or ``noise?`` when the median is over the target but its interval is not."""
+    return "ok" if value <= goal else ("MISSED" if low > goal else "noise?")
 
 
 def describe(cfg: tl.CausalConfig) -> str:
@@ -392,19 +403,21 @@ def report(results: Sequence[Result], threads: int) -> str:
             cells.append(f"{median:8.3f} [{p10:8.3f} - {p90:8.3f}]  {r.losses[name]:.4f}")
         lines.append(f"{name:<22}" + "".join(f"{c:>{width}}" for c in cells))
 
+    ratio_width = 44
     lines += [
         "",
-        f"{'ratio (paired median)':<22}" + "".join(f"{r.setting.name + ': ratio  target':>{width}}" for r in results),
+        f"{'ratio (paired median)':<22}"
+        + "".join(f"{r.setting.name + ': ratio (95% interval)   target':>{ratio_width}}" for r in results),
     ]
     for label, top, bottom in RATIOS:
         if top not in results[0].times:
             continue
         cells = []
         for r in results:
-            value, goal = paired_ratio(r.times[top], r.times[bottom]), target(r, label)
-            verdict = "" if goal is None else f"  ≤ {goal:.2f} {'ok' if value <= goal else 'MISSED'}"
-            cells.append(f"{value:.3f}{verdict}")
-        lines.append(f"{label:<22}" + "".join(f"{c:>{width}}" for c in cells))
+            (value, low, high), goal = paired_ratio(r.times[top], r.times[bottom]), target(r, label)
+            verdict = "" if goal is None else f"≤ {goal:.2f} {verdict_of(value, low, goal)}"
+            cells.append(f"{value:.3f} ({low:.3f}-{high:.3f})  {verdict:<13}")
+        lines.append((f"{label:<22}" + "".join(f"{c:>{ratio_width}}" for c in cells)).rstrip())
 
     lines.append("")
     for r in results:
