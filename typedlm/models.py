@@ -6,6 +6,7 @@ in how tokens enter: as embeddings, as one-hot rows, or as ids.
 
 import contextlib
 from collections.abc import Iterator
+from typing import Literal
 
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -115,6 +116,50 @@ class GPT2(Layer[TokenIds, Logits]):
             for attention in attentions:
                 attention.cache = None
             self._caches.clear()
+
+    def generate(
+        self,
+        ids: Int[Tensor, "batch seq"],
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        stop_at_eot: bool = True,
+        eot_token: int | Literal["auto"] | None = "auto",
+        seed: int | None = None,
+        kv_cache: bool = True,
+    ) -> Int[Tensor, "batch total"]:
+        """The prompts ``(batch, seq)`` followed by up to ``max_new_tokens`` ids each; see `typedlm.generate`."""
+        from typedlm.generate import generate_tokens
+
+        return generate_tokens(
+            self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+            stop_at_eot=stop_at_eot, eot_token=eot_token, seed=seed, kv_cache=kv_cache,
+        )  # fmt: skip
+
+    def stream(
+        self,
+        ids: Int[Tensor, "batch seq"],
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        stop_at_eot: bool = True,
+        eot_token: int | Literal["auto"] | None = "auto",
+        seed: int | None = None,
+        kv_cache: bool = True,
+    ) -> Iterator[Int[Tensor, " batch"]]:
+        """Yield the next id of each prompt as it is chosen, ``(batch,)`` per step; see `typedlm.generate`."""
+        from typedlm.generate import stream_tokens
+
+        return stream_tokens(
+            self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+            stop_at_eot=stop_at_eot, eot_token=eot_token, seed=seed, kv_cache=kv_cache,
+        )  # fmt: skip
 
     def param_count(self) -> int:
         """Number of parameters, a tied embedding/head table counted once."""
