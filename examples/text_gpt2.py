@@ -25,7 +25,7 @@ import torch
 import typedlm as tl
 from typedlm import tokenizers
 from typedlm.batches import Tokens, split_tokens
-from typedlm.checkpoint import CheckpointError
+from typedlm.checkpoint import CheckpointError, find_checkpoint
 from typedlm.corpus import Corpus, CorpusError, load_corpus
 from typedlm.device import DTYPES, DeviceError
 from typedlm.distributed import destroy_process_group, dist_info_from_env
@@ -169,14 +169,18 @@ def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig,
     return cfg, tc
 
 
-def make_tokenizer(args: argparse.Namespace, corpus: Corpus) -> tokenizers.Tokenizer:
+def make_tokenizer(args: argparse.Namespace, corpus: Corpus) -> tuple[tokenizers.Tokenizer, Tokens]:
+    """Bytes, GPT-2 BPE, or GPT-2 BPE projected onto the corpus's first ``--local-vocab`` ids; and the
+    corpus encoded with it."""
     if args.bpe_vocab is None:
-        return tokenizers.ByteTokenizer()
+        tokenizer: tokenizers.Tokenizer = tokenizers.ByteTokenizer()
+        return tokenizer, encode(corpus, tokenizer)
     bpe = tokenizers.GPT2BPE.from_files(args.bpe_vocab, args.bpe_merges)
     if args.local_vocab is None:
-        return bpe
-    vocab = tokenizers.LocalVocab.first_seen(encode(corpus, bpe), bpe.vocab_size, max_size=args.local_vocab)
-    return tokenizers.LocalTokenizer(bpe, vocab)
+        return bpe, encode(corpus, bpe)
+    base_ids = encode(corpus, bpe)
+    local = tokenizers.LocalTokenizer(bpe, tokenizers.LocalVocab.first_seen(base_ids, bpe.vocab_size, args.local_vocab))
+    return local, local.vocab.to_local(base_ids).astype(np.uint16)
 
 
 def encode(corpus: Corpus, tokenizer: tokenizers.Tokenizer) -> Tokens:
@@ -213,8 +217,7 @@ def run(args: argparse.Namespace) -> int:
     info = dist_info_from_env()
     say = print if info.is_main else (lambda *a, **k: None)
     corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)
-    tokenizer = make_tokenizer(args, corpus)
-    tokens = encode(corpus, tokenizer)
+    tokenizer, tokens = make_tokenizer(args, corpus)
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
     cfg, tc = make_configs(args, tokenizer.vocab_size)
     model = tl.models.GPT2(cfg, seed=args.seed)
@@ -261,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
                 ft_val,
                 ft_tc,
                 out_dir=ft_out,
-                resume=args.resume and (ft_out / "checkpoint").exists(),
+                resume=args.resume and find_checkpoint(ft_out) is not None,
                 data_info={**data_info, "corpus": ft_corpus.name, "finetune": True},
                 **common,
             )
