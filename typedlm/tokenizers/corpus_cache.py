@@ -159,7 +159,7 @@ def _encoded_spans(
     progress: bool,
 ) -> Iterator[npt.NDArray[np.uint16]]:
     """The ids of each span, in order, from worker processes when more than one is worth it."""
-    workers = min(workers or len(os.sched_getaffinity(0)), len(spans))
+    workers = min(workers or _usable_cores(), len(spans))
     total = sum(end - start for start, end in spans)
     if workers <= 1:
         with tqdm(
@@ -176,6 +176,12 @@ def _encoded_spans(
             for span, ids in zip(spans, pool.imap(_encode_span, spans), strict=True):
                 yield ids
                 bar.update(span[1] - span[0])
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # Per-process state of a worker, set by _start_worker.
