@@ -27,7 +27,7 @@ from typedlm import tokenizers
 from typedlm.batches import Tokens, split_tokens
 from typedlm.checkpoint import CheckpointError, find_checkpoint
 from typedlm.corpus import Corpus, CorpusError, load_corpus
-from typedlm.device import DTYPES, DeviceError
+from typedlm.device import DTYPES, DeviceError, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
 from typedlm.presets import PRESETS, get_preset
 from typedlm.sampling import generate_tokens
@@ -216,6 +216,9 @@ def sample(
 def run(args: argparse.Namespace) -> int:
     info = dist_info_from_env()
     say = print if info.is_main else (lambda *a, **k: None)
+    device = resolve_device(args.device, info.local_rank)  # a missing GPU is reported before any work
+    if args.dtype == "bf16" and autocast_dtype("bf16", device) is None:
+        say("note: --dtype bf16 applies on CUDA only; the CPU trains in fp32")
     corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)
     tokenizer, tokens = make_tokenizer(args, corpus)
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)

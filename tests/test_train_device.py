@@ -52,3 +52,31 @@ def test_bf16_autocast_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert autocast_dtype("fp32", gpu) is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert autocast_dtype("auto", gpu) is None  # an old GPU trains in fp32
+
+
+def test_adamw_is_fused_for_cuda_only() -> None:
+    import typedlm as tl
+    from typedlm.train import TrainConfig, configure_optimizer
+
+    cfg = tl.CausalConfig(batch=2, seq_len=8, vocab=16, heads=2, head_dim=4, ffn_hidden=16, layers=1)
+    model = tl.models.GPT2(cfg)
+    assert configure_optimizer(model, TrainConfig(), torch.device("cuda", 0)).defaults["fused"] is True
+    assert not configure_optimizer(model, TrainConfig(), torch.device("cpu")).defaults["fused"]
+
+
+def test_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typedlm.distributed import DistInfo, dist_info_from_env, mean_across_ranks
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert dist_info_from_env() == DistInfo(0, 1, 0) and dist_info_from_env().is_main
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = dist_info_from_env()
+    assert info == DistInfo(3, 4, 1) and not info.is_main and info.enabled
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ConfigError, match="RANK='x'"):
+        dist_info_from_env()
+    t = torch.tensor([1.0, 2.0])
+    assert mean_across_ranks(t, DistInfo()) is t  # one process: nothing to average
