@@ -1,0 +1,140 @@
+"""Decoding with `typedlm.generate`: KV cache = recompute, cropping, sliding, batches, streaming, seeds, EOT."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+import typedlm as tl
+from typedlm.generate import default_eot_token, generate_tokens, stream_tokens
+from typedlm.sampling import generate_tokens as recompute_reference
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models decode fastest on one thread (and do not stall on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model(cfg: tl.CausalConfig) -> tl.models.GPT2:
+    return tl.models.GPT2(cfg, seed=3).eval()
+
+
+def _prompt(cfg: tl.CausalConfig, batch: int, seq: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, cfg.vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def test_kv_cache_decoding_gives_the_tokens_of_recompute_decoding(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
+    prompt = _prompt(cfg, 2, 5)
+    cached = generate_tokens(model, prompt, 40, greedy=True)  # 5 + 40 > seq_len = 32: the window slides
+    assert cached.shape == (2, 45)
+    assert torch.equal(cached, generate_tokens(model, prompt, 40, greedy=True, kv_cache=False))
+    reference = recompute_reference(model, prompt, 40, seq_len=cfg.seq_len, temperature=0.0, top_k=None)
+    assert torch.equal(cached, reference)
+
+
+def test_seeded_sampling_is_deterministic_and_the_same_with_or_without_the_cache(model: tl.models.GPT2) -> None:
+    prompt = _prompt(model.cfg, 1, 4)
+    kwargs = dict(temperature=1.5, top_k=50, top_p=0.95)
+    first = generate_tokens(model, prompt, 20, seed=7, **kwargs)  # type: ignore[arg-type]  # kwargs of mixed types
+    assert torch.equal(first, generate_tokens(model, prompt, 20, seed=7, **kwargs))  # type: ignore[arg-type]  # same
+    uncached = generate_tokens(model, prompt, 20, seed=7, kv_cache=False, **kwargs)  # type: ignore[arg-type]  # same
+    assert torch.equal(first, uncached)
+    assert not torch.equal(first, generate_tokens(model, prompt, 20, seed=8, **kwargs))  # type: ignore[arg-type]  # same
+
+
+def test_a_seed_leaves_the_global_generator_alone(model: tl.models.GPT2) -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    generate_tokens(model, _prompt(model.cfg, 1, 3), 5, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_long_prompt_is_cropped_to_the_last_seq_len_tokens(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
+    prompt = _prompt(cfg, 1, cfg.seq_len + 13)
+    out = generate_tokens(model, prompt, 6, greedy=True)
+    assert torch.equal(out[:, : prompt.shape[1]], prompt)  # the whole prompt comes back
+    cropped = generate_tokens(model, prompt[:, -cfg.seq_len :], 6, greedy=True)
+    assert torch.equal(out[:, prompt.shape[1] :], cropped[:, cfg.seq_len :])
+
+
+def test_a_batch_decodes_each_prompt_as_if_alone(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
+    prompts = _prompt(cfg, 3, 6)
+    together = generate_tokens(model, prompts, 30, greedy=True)
+    for row in range(3):
+        alone = generate_tokens(model, prompts[row : row + 1], 30, greedy=True)
+        assert torch.equal(together[row : row + 1], alone)
+
+
+def test_stream_yields_the_generated_tokens_one_step_at_a_time(model: tl.models.GPT2) -> None:
+    prompt = _prompt(model.cfg, 2, 4)
+    steps = model.stream(prompt, 12, greedy=True)
+    first = next(steps)
+    assert first.shape == (2,) and first.dtype == torch.int64
+    rest = list(steps)
+    assert len(rest) == 11
+    expected = model.generate(prompt, 12, greedy=True)
+    assert torch.equal(torch.stack([first, *rest], dim=1), expected[:, 4:])
+
+
+def test_closing_a_stream_early_releases_the_cache(model: tl.models.GPT2) -> None:
+    steps = stream_tokens(model, _prompt(model.cfg, 1, 4), 10, greedy=True)
+    next(steps)
+    assert all(block.attn.cache is not None for block in model.transformer.blocks)  # type: ignore[union-attr]  # TransformerBlocks
+    steps.close()  # type: ignore[attr-defined]  # the iterator is a generator
+    assert all(block.attn.cache is None for block in model.transformer.blocks)  # type: ignore[union-attr]  # TransformerBlocks
+    model(_prompt(model.cfg, 2, 3))  # an ordinary call works again
+
+
+def test_stop_at_eot_pads_finished_sequences_and_stops_when_all_have_finished(model: tl.models.GPT2) -> None:
+    prompt = _prompt(model.cfg, 2, 4, seed=5)
+    free = generate_tokens(model, prompt, 20, greedy=True, stop_at_eot=False)[:, 4:]
+    eot = int(free[0, 3])  # a token that row 0 emits; the rows stop at its first occurrence, if any
+    ends = [int((row == eot).nonzero()[0]) + 1 if bool((row == eot).any()) else 20 for row in free]
+    expected = free[:, : max(ends)].clone()
+    for row, end in enumerate(ends):
+        expected[row, end:] = eot
+    stopped = generate_tokens(model, prompt, 20, greedy=True, eot_token=eot)[:, 4:]
+    assert torch.equal(stopped, expected)
+    assert torch.equal(generate_tokens(model, prompt, 20, greedy=True, eot_token=eot, stop_at_eot=False)[:, 4:], free)
+
+
+def test_the_default_end_of_text_is_gpt2s_for_gpt2s_vocabulary_only() -> None:
+    assert default_eot_token(50257) == 50256
+    assert default_eot_token(256) is None
+
+
+def test_zero_new_tokens_gives_back_the_prompt(model: tl.models.GPT2) -> None:
+    prompt = _prompt(model.cfg, 2, 3)
+    assert torch.equal(generate_tokens(model, prompt, 0), prompt)
+
+
+def test_generation_runs_in_eval_mode_and_restores_training_mode(cfg: tl.CausalConfig) -> None:
+    model = tl.models.GPT2(cfg.replace(dropout=0.5), seed=3).train()
+    prompt = _prompt(cfg, 1, 4)
+    out = generate_tokens(model, prompt, 10, greedy=True)
+    assert model.training
+    assert torch.equal(out, generate_tokens(model.eval(), prompt, 10, greedy=True))
+
+
+def test_bad_requests_are_refused_before_decoding(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
+    prompt = _prompt(cfg, 1, 3)
+    with pytest.raises(tl.ConfigError, match="max_new_tokens=-1"):
+        generate_tokens(model, prompt, -1)
+    with pytest.raises(tl.ConfigError, match="temperature must be >= 0"):
+        stream_tokens(model, prompt, 5, temperature=-1.0)  # refused at the call, not at the first next()
+    with pytest.raises(tl.ConfigError, match="top_p must be in"):
+        model.generate(prompt, 5, top_p=1.5)
+    with pytest.raises(tl.ConfigError, match=r"token id 256: ids must be in 0..255"):
+        generate_tokens(model, torch.tensor([[1, 256]]), 5)
+    with pytest.raises(tl.ConfigError, match=r"eot_token=300"):
+        generate_tokens(model, prompt, 5, eot_token=300)
+    with pytest.raises(tl.ConfigError, match="at least one token"):
+        generate_tokens(model, prompt[:, :0], 5)
+    with pytest.raises(tl.ShapeError, match="ids"):
+        generate_tokens(model, prompt[0], 5)
