@@ -1,0 +1,117 @@
+"""Continue a prompt with GPT-2 weights saved in Hugging Face's layout (e.g. a downloaded ``gpt2`` directory).
+
+    python -m examples.gpt2_generate --model ~/models/gpt2 --prompt "Hello, I'm a language model,"
+    python -m examples.gpt2_generate --model DIR --greedy --max-new-tokens 40
+    python -m examples.gpt2_generate --model DIR --num-samples 3 --top-p 0.9 --seed 1
+
+The directory holds config.json and model.safetensors (or pytorch_model.bin), read by `typedlm.hf.load_gpt2`;
+text is encoded with GPT-2's BPE (the vocab.json / merges.txt shipped with typedlm unless --bpe-vocab and
+--bpe-merges are given) and continued by `GPT2.stream` / `GPT2.generate` with a KV cache. A single sample
+is printed as its tokens are chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO, TypedDict
+
+import torch
+
+import typedlm as tl
+from typedlm.hf import HFCheckpointError, load_gpt2
+from typedlm.tokenizers import GPT2BPE, gpt2_files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.gpt2_generate",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", type=Path, required=True, help="Hugging Face GPT-2 directory (config.json + weights)")
+    p.add_argument("--bpe-vocab", type=Path, help="GPT-2 vocab.json (default: the copy shipped with typedlm)")
+    p.add_argument("--bpe-merges", type=Path, help="GPT-2 merges.txt (default: the copy shipped with typedlm)")
+    p.add_argument("--prompt", default="Hello, I'm a language model,", help="text to continue ('' = <|endoftext|>)")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate per sample")
+    p.add_argument("--num-samples", type=int, default=1, help="samples of the same prompt, decoded as one batch")
+    p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens of mass p")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    p.add_argument("--no-stop-at-eot", action="store_true", help="keep going after <|endoftext|>")
+    p.add_argument("--device", default="cpu", help="torch device to run on")
+    return p
+
+
+def _tokenizer(args: argparse.Namespace, parser: argparse.ArgumentParser) -> GPT2BPE:
+    if (args.bpe_vocab is None) != (args.bpe_merges is None):
+        parser.error("--bpe-vocab and --bpe-merges go together: a GPT-2 tokenizer needs both files")
+    vocab, merges = (args.bpe_vocab, args.bpe_merges) if args.bpe_vocab is not None else gpt2_files()
+    return GPT2BPE.from_files(vocab, merges)
+
+
+def _stream(model: tl.models.GPT2, tok: GPT2BPE, ids: torch.Tensor, args: argparse.Namespace, out: TextIO) -> None:
+    """Print one sample token by token (bytes of a split UTF-8 character wait for the rest)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for token in model.stream(ids, args.max_new_tokens, **_sampling(args)):
+        out.write(decoder.decode(tok.decode_bytes([int(token[0])])))
+        out.flush()
+    out.write(decoder.decode(b"", final=True) + "\n")
+
+
+class Sampling(TypedDict):
+    """The sampling keywords of `GPT2.generate` / `GPT2.stream`."""
+
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    greedy: bool
+    stop_at_eot: bool
+    seed: int | None
+
+
+def _sampling(args: argparse.Namespace) -> Sampling:
+    return Sampling(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
+        stop_at_eot=not args.no_stop_at_eot, seed=args.seed,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO) -> int:
+    tok = _tokenizer(args, parser)
+    model = load_gpt2(args.model).to(args.device)
+    if tok.vocab_size > model.cfg.vocab:
+        parser.error(f"the tokenizer has {tok.vocab_size} ids but the model only {model.cfg.vocab} (vocab_size)")
+    prompt = tok.encode(args.prompt, allowed_special="all") if args.prompt else [tok.eot_token or 0]
+    ids = torch.tensor([prompt] * args.num_samples, device=args.device)
+    out.write(args.prompt)
+    if args.num_samples == 1:
+        _stream(model, tok, ids, args, out)
+        return 0
+    out.write("\n")
+    samples = model.generate(ids, args.max_new_tokens, **_sampling(args))
+    for index, sample in enumerate(samples):
+        out.write(f"--- sample {index + 1}\n{args.prompt}{tok.decode(sample[len(prompt) :].tolist())}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 0 or args.num_samples < 1:
+        parser.error("--max-new-tokens must be >= 0 and --num-samples >= 1")
+    try:
+        return run(args, parser, out or sys.stdout)
+    except (HFCheckpointError, tl.ConfigError) as error:
+        parser.error(str(error))
+    except ValueError as error:  # bad tokenizer files: the message starts with path:line
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
