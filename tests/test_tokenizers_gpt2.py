@@ -44,8 +44,12 @@ FRAGMENTS = [
     *["Hello", " world", "café", "naïve", "HELLO", " The", "!?", "...", "--", "$", "\x00", "\x1f"],
 ]
 
+# Code points this Python's Unicode tables (14.0 for 3.11) call assigned. Newer ones, such as U+323B0
+# (assigned in Unicode 17), are letters to the `regex` package but unassigned to tiktoken's older
+# tables, so the two pre-tokenise them differently: a Unicode-version difference, not a BPE one.
+assigned_chars = st.characters(codec="utf-8", exclude_categories=["Cn"])
 unicode_text = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6), st.characters(codec="utf-8")),
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(assigned_chars, max_size=6), assigned_chars),
     max_size=40,
 ).map("".join)
 

@@ -5,7 +5,7 @@ across layers) or on the first call (`ShapeError` naming the dimension) — and 
 fast as an untyped one.
 """
 
-from typedlm import checks, losses, models, nn, shapes
+from typedlm import checks, losses, models, nn, shapes, tokenizers
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.layer import Chain, Layer
@@ -21,5 +21,6 @@ __all__ = [
     "models",
     "nn",
     "shapes",
+    "tokenizers",
 ]
 __version__ = "0.1.0"

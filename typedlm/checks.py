@@ -222,27 +222,33 @@ def _beartype_check(
 # --- call keys: the memory of signatures that passed -------------------------------------------------
 
 
+_PLAIN = (int, float, str)
+
+
 def _call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     """Shapes, dtypes and plain values of a call; None if an argument cannot be remembered safely."""
+    if len(args) == 1 and not kwargs and isinstance(args[0], Tensor):  # the common call: one tensor
+        return (args[0].shape, args[0].dtype)
     key: list[Any] = []
     for value in args:
-        if isinstance(value, Tensor):
-            key.append(value.shape)
-            key.append(value.dtype)
-        elif value is None or isinstance(value, int | float | str):
-            key.append(value)
-        else:
+        if not _add_to_key(key, value):
             return None
     for name, value in kwargs.items():
         key.append(name)
-        if isinstance(value, Tensor):
-            key.append(value.shape)
-            key.append(value.dtype)
-        elif value is None or isinstance(value, int | float | str):
-            key.append(value)
-        else:
+        if not _add_to_key(key, value):
             return None
     return tuple(key)
+
+
+def _add_to_key(key: list[Any], value: object) -> bool:
+    if isinstance(value, Tensor):
+        key.append(value.shape)
+        key.append(value.dtype)
+    elif value is None or isinstance(value, _PLAIN):
+        key.append(value)
+    else:
+        return False
+    return True
 
 
 def _remember(passed: set[tuple[Any, ...]], key: tuple[Any, ...] | None) -> None:
@@ -262,6 +268,7 @@ def _run_outside_dynamo(fn: Callable[..., Any]) -> None:
 
 
 _run_outside_dynamo(_call_key)
+_run_outside_dynamo(_add_to_key)
 _is_compiling = torch.compiler.is_compiling
 _disable: Callable[..., Any] = torch.compiler.disable  # untyped in torch; typed by `_eager`
 
