@@ -1,0 +1,110 @@
+"""A character-level GPT-2 on Shakespeare, with numpygrad's flags.
+
+    python -m examples.char_gpt2                         # 6 blocks × 6 heads, d_model 288, 2048 steps
+    python -m examples.char_gpt2 --num-steps 200 --num-blocks 2 --embedding-dim 96
+
+Text → `CharTokenizer` (its alphabet is the corpus's characters) → train/val split → `typedlm.train.train`
+→ a sample before and after training, and the validation loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import typedlm as tl
+from typedlm.batches import Tokens, split_tokens
+from typedlm.corpus import CorpusError, load_corpus
+from typedlm.sampling import generate_tokens
+from typedlm.tokenizers import CharTokenizer
+from typedlm.train import TrainConfig, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.char_gpt2", description=__doc__.split("\n\n")[0])
+    p.add_argument("--context-size", type=int, default=64, help="characters the model sees (seq_len)")
+    p.add_argument("--num-blocks", type=int, default=6, help="transformer blocks")
+    p.add_argument("--num-heads", type=int, default=6, help="attention heads (must divide --embedding-dim)")
+    p.add_argument("--embedding-dim", type=int, default=288, help="d_model; the MLP is 4x wider")
+    p.add_argument("--num-steps", type=int, default=2048, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (warmup, then cosine to lr/10)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout probability")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy")
+    p.add_argument("--sample-chars", type=int, default=200, help="characters sampled before and after training")
+    p.add_argument("--eval-batches", type=int, default=20, help="validation batches in the val loss")
+    p.add_argument("--data-file", type=Path, help="UTF-8 text (default: the embedded Shakespeare corpus)")
+    p.add_argument("--max-chars", type=int, help="use only the first N characters of the text")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the weights, batches and sampling")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto takes CUDA if present")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def model_config(args: argparse.Namespace, vocab: int) -> tl.CausalConfig:
+    """numpygrad's sizes as a `CausalConfig`: ``head_dim = embedding_dim / num_heads``, ``ffn = 4 * d_model``."""
+    if args.embedding_dim % args.num_heads:
+        raise tl.ConfigError(
+            f"--embedding-dim {args.embedding_dim} is not a multiple of --num-heads {args.num_heads} "
+            "(d_model = heads * head_dim)"
+        )
+    return tl.CausalConfig(batch=args.batch_size, seq_len=args.context_size, vocab=vocab, heads=args.num_heads,
+                           head_dim=args.embedding_dim // args.num_heads, ffn_hidden=4 * args.embedding_dim,
+                           layers=args.num_blocks, dropout=args.dropout)  # fmt: skip
+
+
+def sample(model: tl.models.GPT2, tokenizer: CharTokenizer, args: argparse.Namespace) -> str:
+    """``--sample-chars`` characters continuing a newline."""
+    model.eval()
+    device = next(model.parameters()).device
+    prompt = torch.tensor([tokenizer.encode("\n")], device=device)
+    ids = generate_tokens(model, prompt, args.sample_chars, seq_len=model.cfg.seq_len,
+                          temperature=args.temperature, top_k=None, seed=args.seed)  # fmt: skip
+    return tokenizer.decode(ids[0, 1:].tolist())
+
+
+def run(args: argparse.Namespace) -> float:
+    """Train and print; returns the final validation loss (nats per character)."""
+    corpus = load_corpus(args.data_file, allow_small=True, max_chars=args.max_chars)
+    tokenizer = CharTokenizer.from_text(corpus.text)
+    tokens: Tokens = np.asarray(tokenizer.encode(corpus.text), dtype=np.int32)
+    train_tokens, val_tokens = split_tokens(tokens, 0.1)
+    cfg = model_config(args, tokenizer.vocab_size)
+    tc = TrainConfig(steps=args.num_steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.num_steps // 10),
+                     eval_every=0, eval_batches=args.eval_batches, seed=args.seed, device=args.device,
+                     progress=not args.no_progress)  # fmt: skip
+    model = tl.models.GPT2(cfg, seed=args.seed)
+    print(f"data: {corpus.name}, {len(tokens):,} characters, alphabet of {tokenizer.vocab_size}; model: "
+          f"{model.param_count():,} parameters ({cfg.layers} blocks × {cfg.heads} heads, "
+          f"d_model {cfg.d_model})")  # fmt: skip
+    print("sample before training:\n" + sample(model, tokenizer, args) + "\n" + "-" * 72)
+    start = time.perf_counter()
+    log = train(model, cfg, train_tokens, val_tokens, tc, vocab_size=tokenizer.vocab_size,
+                tokenizer_hash=tokenizer.fingerprint)  # fmt: skip
+    seconds = time.perf_counter() - start
+    val = log.final_val_loss
+    assert val is not None  # train() evaluates after the last step
+    print("-" * 72 + "\nsample after training:\n" + sample(model, tokenizer, args) + "\n" + "-" * 72)
+    print(f"train loss {log.first_loss:.4f} → {log.final_loss:.4f}; val loss {val:.4f} "
+          f"after {args.num_steps} steps in {seconds:.0f} s on {log.device}")  # fmt: skip
+    return val
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (tl.ConfigError, CorpusError) as e:
+        parser.error(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""A gallery of shape bugs: each module is a small program with one realistic mistake.
+
+A bug module defines ``build()`` (make the model), ``run(model)`` (use it once), ``CAUGHT_AT`` (where
+typedlm stops the program when it runs: ``import``, ``construction`` or ``first call``) and ``MESSAGE``
+(a fragment of what the user reads). A line that mypy must reject is marked ``# E: code``. The modules
+are imported by name, never statically, so a mypy run over this package does not follow into them.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mypy import api
+
+from typedlm.errors import ConfigError, ShapeError
+
+Stage = Literal["import", "construction", "first call"]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BUGS: tuple[str, ...] = (
+    "wrong_order",
+    "forgotten_embedding",
+    "mismatched_configs",
+    "misdeclared_layer",
+    "wrong_input_width",
+    "dropped_column",
+    "shifted_targets",
+    "one_hot_as_ids",
+    "seq_too_long",
+)
+"""Bug modules in the order the gallery shows them."""
+
+_MARK = re.compile(r"#\s*E:\s*([a-z-]+)")
+_MYPY_ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: (?P<text>.*)\[(?P<code>[a-z-]+)\]$")
+
+
+@dataclass(frozen=True)
+class Caught:
+    """Where a bug stopped the program and what the user saw."""
+
+    stage: Stage
+    error: Exception
+
+
+def path_of(name: str) -> Path:
+    return HERE / f"{name}.py"
+
+
+def title_of(name: str) -> str:
+    """The first line of the bug module's docstring."""
+    text = path_of(name).read_text()
+    return text.split('"""')[1].strip().splitlines()[0]
+
+
+def claims(name: str) -> tuple[str, str]:
+    """The module's ``CAUGHT_AT`` and ``MESSAGE``, read from its source (a bug may stop its own import)."""
+    values: dict[str, str] = {}
+    for node in ast.parse(path_of(name).read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("CAUGHT_AT", "MESSAGE") and isinstance(node.value, ast.Constant):
+                values[node.targets[0].id] = str(node.value.value)
+    return values["CAUGHT_AT"], values["MESSAGE"]
+
+
+def marked_lines(name: str) -> set[tuple[int, str]]:
+    """The ``(line, error code)`` pairs that mypy must report for this bug."""
+    lines = path_of(name).read_text().splitlines()
+    return {(n, m.group(1)) for n, line in enumerate(lines, 1) if (m := _MARK.search(line))}
+
+
+def mypy_errors(names: tuple[str, ...] = BUGS) -> dict[str, list[tuple[int, str, str]]]:
+    """One strict mypy run (the project's mypy.ini) over the bug files: ``(line, code, message)`` by bug."""
+    paths = [str(path_of(name).relative_to(ROOT)) for name in names]
+    stdout, stderr, _ = api.run(["--config-file", str(ROOT / "mypy.ini"), *paths])
+    if stderr:
+        raise RuntimeError(f"mypy failed: {stderr}")
+    found: dict[str, list[tuple[int, str, str]]] = {name: [] for name in names}
+    for line in stdout.splitlines():
+        match = _MYPY_ERROR.match(line)
+        if match:
+            found[Path(match["path"]).stem].append((int(match["line"]), match["code"], match["text"].strip()))
+    return found
+
+
+def catch(name: str) -> Caught | None:
+    """Run the bug program (import, build, first call); the stage and error that stopped it, or None."""
+    stage: Stage = "import"
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+        stage = "construction"
+        model = module.build()
+        stage = "first call"
+        module.run(model)
+    except (ShapeError, ConfigError) as error:
+        return Caught(stage, error)
+    return None
