@@ -4,7 +4,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -54,6 +54,16 @@ def _ids(batch: int, seq: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
+def _hf_greedy(model: Any, prompt: torch.Tensor, new: int) -> torch.Tensor:
+    """Hugging Face's greedy ``generate``; the explicit mask keeps it from treating a prompt id as padding.
+
+    ``model`` is Any: transformers types ``generate`` with a self type mypy cannot match and a union result.
+    """
+    mask = torch.ones_like(prompt)
+    out: torch.Tensor = model.generate(prompt, attention_mask=mask, max_new_tokens=new, do_sample=False, pad_token_id=0)
+    return out
+
+
 def _hf_logits(model: "GPT2LMHeadModel", ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         logits: torch.Tensor = model(ids).logits
@@ -81,7 +91,7 @@ def test_loaded_model_gives_hugging_faces_logits(hf_dir: Path) -> None:
 def test_loaded_model_gives_hugging_faces_20_greedy_tokens(hf_dir: Path) -> None:
     reference = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     prompt = _ids(1, 6, seed=1)
-    expected = reference.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0)
+    expected = _hf_greedy(reference, prompt, 20)
     ours = load_gpt2(hf_dir).generate(prompt, 20, greedy=True)
     assert len(set(ours[0, 6:].tolist())) > 3  # the test sees real decoding, not one repeated token
     assert torch.equal(ours, expected)
@@ -147,7 +157,7 @@ def test_saved_model_opens_in_hugging_face_with_the_same_logits(tmp_path: Path, 
     ids = _ids(2, POSITIONS)
     torch.testing.assert_close(_hf_logits(reference, ids), _logits(model, ids), atol=1e-5, rtol=0)
     prompt = _ids(1, 5, seed=3)
-    greedy = reference.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0)
+    greedy = _hf_greedy(reference, prompt, 20)
     assert torch.equal(model.generate(prompt, 20, greedy=True), greedy)
 
 
