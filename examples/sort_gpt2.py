@@ -190,9 +190,11 @@ def accuracy(model: tl.models.GPT2, sequences: Int64[Tensor, "n length"]) -> tup
 
 
 def save_attention_maps(
-    weights: Float[Tensor, "heads seq seq"], tokens: Sequence[str], out_dir: Path, block: int
+    weights: Float[Tensor, "heads seq seq"], tokens: Sequence[str], out_dir: Path, block: int, split: int
 ) -> list[Path]:
-    """One heatmap per head: query tokens down, key tokens across. Returns the PNG paths."""
+    """One heatmap per head: query tokens down, key tokens across, a line where the sorted half starts.
+
+    Returns the PNG paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,6 +207,8 @@ def save_attention_maps(
         image = ax.imshow(grid.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_xticks(range(len(tokens)), tokens)
         ax.set_yticks(range(len(tokens)), tokens)
+        ax.axvline(split - 0.5, color="white", lw=0.8)
+        ax.axhline(split - 1.5, color="white", lw=0.8)  # from this row on, each query predicts a sorted digit
         ax.set_xlabel("key token")
         ax.set_ylabel("query token")
         ax.set_title(f"block {block}, head {head}")
@@ -239,7 +243,7 @@ def run(config: SortConfig) -> float:
     full = torch.cat([example, answer], dim=1)[:, :-1]
     weights = capture_attention(model, full)[0]
     tokens = [str(d) for d in full[0].tolist()]
-    paths = save_attention_maps(weights, tokens, Path(config.output.dir), cfg.layers - 1)
+    paths = save_attention_maps(weights, tokens, Path(config.output.dir), cfg.layers - 1, split=task.length)
     print(f"attention maps: {', '.join(str(p) for p in paths)}")
     return right / total
 

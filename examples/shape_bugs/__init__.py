@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mypy import api
-
 from typedlm.errors import ConfigError, ShapeError
 
 Stage = Literal["import", "construction", "first call"]
@@ -74,7 +72,12 @@ def marked_lines(name: str) -> set[tuple[int, str]]:
 
 
 def mypy_errors(names: tuple[str, ...] = BUGS) -> dict[str, list[tuple[int, str, str]]]:
-    """One strict mypy run (the project's mypy.ini) over the bug files: ``(line, code, message)`` by bug."""
+    """One strict mypy run (the project's mypy.ini) over the bug files: ``(line, code, message)`` by bug.
+
+    Raises ImportError when mypy is not installed (it is a development dependency).
+    """
+    from mypy import api
+
     paths = [str(path_of(name).relative_to(ROOT)) for name in names]
     stdout, stderr, _ = api.run(["--config-file", str(ROOT / "mypy.ini"), *paths])
     if stderr:
