@@ -14,6 +14,7 @@ The layout is PyTorch's: ``X`` holds one token per row, ``X ∈ ℝ^{ℓ×d_e}``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ class _Card:
 
     dims: dict[str, int]
     full: bool
+    dropout: bool
     groups: list[tuple[str, list[_Param | str]]] = field(default_factory=lambda: [("", [])])
     steps: list[tuple[int, str]] = field(default_factory=list)
     symbols: dict[int, str] = field(default_factory=dict)  # id(tensor) -> symbol that introduced it
@@ -67,7 +69,7 @@ class _Card:
 
     def param(self, symbol: str, shape: tuple[str, ...], tensor: Tensor, about: str) -> None:
         """Register ``tensor`` as ``symbol ∈ ℝ^{shape}``; its actual shape must be the symbolic one."""
-        sizes = tuple(int(eval(d, {"__builtins__": {}}, dict(self.dims))) for d in shape)  # dims are ours
+        sizes = tuple(math.prod(int(f) if f.isdigit() else self.dims[f] for f in d.split("*")) for d in shape)
         if sizes != tuple(tensor.shape):
             raise ValueError(
                 f"algorithm card: {symbol} is declared {shape} = {sizes}, the tensor is {tuple(tensor.shape)}"
@@ -85,10 +87,9 @@ class _Card:
         if self.recording:
             self.steps.append((self.depth, text))
 
-    @property
-    def drop(self) -> Callable[[str], str]:
-        p = self.dims.get("p_drop", 0)
-        return (lambda s: f"dropout({s})") if p else (lambda s: s)
+    def drop(self, text: str) -> str:
+        """``text`` inside ``dropout(...)`` when the model trains with dropout."""
+        return f"dropout({text})" if self.dropout else text
 
 
 def _bias(module: nn.Module, name: str = "bias") -> Tensor | None:
@@ -319,7 +320,7 @@ def _param_lines(card: _Card) -> list[str]:
 
 def _build(model: Layer[Any, Any], full: bool) -> str:
     dims = _dims(model)
-    card = _Card(dims if not model.cfg.dropout else {**dims, "p_drop": 1}, full)
+    card = _Card(dims, full, dropout=model.cfg.dropout > 0)
     _render(model, card)
     for name, p in model.named_parameters():  # a parameter no renderer named: list it rather than drop it
         if id(p) not in card.counted:
