@@ -211,7 +211,9 @@ def read_hf_state(directory: Path) -> dict[str, Tensor]:
 
 
 def load_gpt2(directory: str | os.PathLike[str]) -> GPT2:
-    """A `GPT2` (in eval mode) with the weights of the ``GPT2LMHeadModel`` saved in ``directory``.
+    """A `GPT2` (in eval mode, float32, on the CPU) with the weights of the ``GPT2LMHeadModel`` in ``directory``.
+
+    Half-precision checkpoints are widened to float32; move or cast the model afterwards (``.to(...)``).
 
     Raises `HFCheckpointError` naming every missing, unexpected or mis-shaped tensor.
     """
