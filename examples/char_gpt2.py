@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout probability")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy")
     p.add_argument("--sample-chars", type=int, default=200, help="characters sampled before and after training")
+    p.add_argument("--eval-every", type=int, default=256, help="print the val loss every N steps; 0 = at the end only")
     p.add_argument("--eval-batches", type=int, default=20, help="validation batches in the val loss")
     p.add_argument("--data-file", type=Path, help="UTF-8 text (default: the embedded Shakespeare corpus)")
     p.add_argument("--max-chars", type=int, help="use only the first N characters of the text")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> float:
     train_tokens, val_tokens = split_tokens(tokens, 0.1)
     cfg = model_config(args, tokenizer.vocab_size)
     tc = TrainConfig(steps=args.num_steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.num_steps // 10),
-                     eval_every=0, eval_batches=args.eval_batches, seed=args.seed, device=args.device,
+                     eval_every=args.eval_every, eval_batches=args.eval_batches, seed=args.seed, device=args.device,
                      progress=not args.no_progress)  # fmt: skip
     model = tl.models.GPT2(cfg, seed=args.seed)
     print(f"data: {corpus.name}, {len(tokens):,} characters, alphabet of {tokenizer.vocab_size}; model: "

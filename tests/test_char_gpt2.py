@@ -10,8 +10,8 @@ import pytest
 from examples import char_gpt2
 
 TINY = ["--context-size", "16", "--num-blocks", "1", "--num-heads", "2", "--embedding-dim", "32", "--batch-size", "8",
-        "--num-steps", "40", "--lr", "3e-3", "--max-chars", "20000", "--sample-chars", "12", "--eval-batches", "2",
-        "--device", "cpu", "--no-progress"]  # fmt: skip
+        "--num-steps", "40", "--lr", "3e-3", "--max-chars", "20000", "--sample-chars", "12", "--eval-every", "20",
+        "--eval-batches", "2", "--device", "cpu", "--no-progress"]  # fmt: skip
 
 
 def test_defaults_are_numpygrads() -> None:
@@ -32,6 +32,7 @@ def test_tiny_run_samples_before_and_after_and_learns(capsys: pytest.CaptureFixt
     val = char_gpt2.run(char_gpt2.build_parser().parse_args(TINY))
     out = capsys.readouterr().out
     assert "sample before training:" in out and "sample after training:" in out and f"val loss {val:.4f}" in out
+    assert "step 20: train loss" in out and "step 40: train loss" in out  # the periodic val loss
     alphabet = int(out.split("alphabet of ")[1].split(";")[0])
     assert val < math.log(alphabet)  # better than uniform over the characters
 
