@@ -26,11 +26,21 @@ from typedlm.hf import HFCheckpointError, load_gpt2
 from typedlm.tokenizers import GPT2BPE, gpt2_files
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show ``(default: X)`` after options whose default is a value (not None, not a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m examples.gpt2_generate",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--model", type=Path, required=True, help="Hugging Face GPT-2 directory (config.json + weights)")
     p.add_argument("--bpe-vocab", type=Path, help="GPT-2 vocab.json (default: the copy shipped with typedlm)")
