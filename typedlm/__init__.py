@@ -5,7 +5,7 @@ across layers) or on the first call (`ShapeError` naming the dimension) — and 
 fast as an untyped one.
 """
 
-from typedlm import checks, losses, models, nn, shapes, tokenizers
+from typedlm import card, checks, generate, hf, losses, models, nn, shapes, tokenizers
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.layer import Chain, Layer
@@ -16,7 +16,10 @@ __all__ = [
     "ConfigError",
     "Layer",
     "ShapeError",
+    "card",
     "checks",
+    "generate",
+    "hf",
     "losses",
     "models",
     "nn",
