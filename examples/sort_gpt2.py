@@ -84,15 +84,14 @@ class SortConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> SortConfig:
         """Build from parsed YAML; an unknown section or key is a ConfigError naming it."""
+        section_types = {"task": Task, "model": ModelSize, "train": Training, "eval": Evaluation, "output": Output}
         sections: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            section_type = {"task": Task, "model": ModelSize, "train": Training, "eval": Evaluation, "output": Output}
-            values = data.get(f.name) or {}
-            known = {g.name for g in dataclasses.fields(section_type[f.name])}
-            unknown = sorted(set(values) - known)
+        for name, section_type in section_types.items():
+            values = data.get(name) or {}
+            unknown = sorted(set(values) - {f.name for f in dataclasses.fields(section_type)})
             if unknown:
-                raise tl.ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} in section {f.name!r}")
-            sections[f.name] = section_type[f.name](**values)
+                raise tl.ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} in section {name!r}")
+            sections[name] = section_type(**values)
         extra = sorted(set(data) - set(sections))
         if extra:
             raise tl.ConfigError(f"{source}: unknown section(s) {', '.join(extra)}")
