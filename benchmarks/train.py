@@ -11,6 +11,9 @@ and each variant's ratio to Hugging Face as the median of per-round ratios. Achi
 nanoGPT's 6·N + 12·L·d_model·T FLOPs per token (N: parameters without position embeddings); the peak
 is the best of repeated fp32 (or, under bf16 autocast, bf16) square matmuls on the same device.
 
+torch uses one CPU thread unless ``--threads`` says otherwise: on a 2-core machine shared with other
+work, two OpenMP threads per process oversubscribe the cores and a step gets ~30x slower.
+
 Run: ``python -m benchmarks.train`` (nanoGPT's CPU config, about a minute here); ``--preset``, ``--device``,
 ``--dtype``, ``--rounds``, ``--threads``. Nothing asserts on time.
 """
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--rounds", type=int, default=40, help="timed rounds (default: 40)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default: 5)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = torch's default (default: 1)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
