@@ -21,7 +21,6 @@ import torch
 import typedlm as tl
 from typedlm.batches import Tokens, split_tokens
 from typedlm.corpus import CorpusError, load_corpus
-from typedlm.sampling import generate_tokens
 from typedlm.tokenizers import CharTokenizer
 from typedlm.train import TrainConfig, train
 
@@ -62,11 +61,9 @@ def model_config(args: argparse.Namespace, vocab: int) -> tl.CausalConfig:
 
 def sample(model: tl.models.GPT2, tokenizer: CharTokenizer, args: argparse.Namespace) -> str:
     """``--sample-chars`` characters continuing a newline."""
-    model.eval()
     device = next(model.parameters()).device
     prompt = torch.tensor([tokenizer.encode("\n")], device=device)
-    ids = generate_tokens(model, prompt, args.sample_chars, seq_len=model.cfg.seq_len,
-                          temperature=args.temperature, top_k=None, seed=args.seed)  # fmt: skip
+    ids = model.generate(prompt, args.sample_chars, temperature=args.temperature, seed=args.seed)
     return tokenizer.decode(ids[0, 1:].tolist())
 
 

@@ -28,7 +28,6 @@ from torch import Tensor
 
 import typedlm as tl
 from typedlm.attention_maps import capture_attention
-from typedlm.sampling import generate_tokens
 from typedlm.train import TrainConfig, configure_optimizer, lr_at
 
 
@@ -173,10 +172,8 @@ def train(model: tl.models.GPT2, config: SortConfig) -> list[float]:
 
 def sort_greedily(model: tl.models.GPT2, sequences: Int64[Tensor, "n length"]) -> Int64[Tensor, "n length"]:
     """The model's sorted copy of each sequence: ``length`` argmax tokens after the sequence."""
-    model.eval()
     length = sequences.shape[1]
-    out = generate_tokens(model, sequences, length, seq_len=model.cfg.seq_len, temperature=0.0, top_k=None)
-    return out[:, length:]
+    return model.generate(sequences, length, greedy=True)[:, length:]
 
 
 def accuracy(model: tl.models.GPT2, sequences: Int64[Tensor, "n length"]) -> tuple[int, int]:

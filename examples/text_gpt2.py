@@ -30,7 +30,6 @@ from typedlm.corpus import Corpus, CorpusError, load_corpus
 from typedlm.device import DTYPES, DeviceError, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
 from typedlm.presets import PRESETS, get_preset
-from typedlm.sampling import generate_tokens
 from typedlm.train import TrainConfig, TrainingDiverged, train
 
 SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
@@ -193,18 +192,13 @@ def encode(corpus: Corpus, tokenizer: tokenizers.Tokenizer) -> Tokens:
     return np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32)
 
 
-def sample(
-    model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig, args: argparse.Namespace, prompt: str
-) -> str:
-    """``prompt`` followed by ``--generate`` sampled tokens, decoded."""
+def sample(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, prompt: str) -> str:
+    """``prompt`` followed by up to ``--generate`` sampled tokens (KV-cached decoding), decoded."""
     ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
     device = next(model.parameters()).device
-    model.eval()
-    out = generate_tokens(
-        model,
+    out = model.generate(
         torch.tensor([ids], device=device),
         args.generate,
-        seq_len=cfg.seq_len,
         temperature=args.temperature,
         top_k=args.top_k or None,
         top_p=args.top_p if args.top_p < 1 else None,
@@ -287,21 +281,19 @@ def run(args: argparse.Namespace) -> int:
         f"after {len(log.steps)} steps, {log.tokens_per_s or 0:,.0f} tokens/s; log {log_path}"
     )
     if args.generate > 0:
-        print("-" * 72 + "\n" + sample(model, tokenizer, cfg, args, args.prompt) + "\n" + "-" * 72)
+        print("-" * 72 + "\n" + sample(model, tokenizer, args, args.prompt) + "\n" + "-" * 72)
     if args.interactive:
-        interact(model, tokenizer, cfg, args)
+        interact(model, tokenizer, args)
     return 0
 
 
-def interact(
-    model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, cfg: tl.CausalConfig, args: argparse.Namespace
-) -> None:
+def interact(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argparse.Namespace) -> None:
     print("prompt> ", end="", flush=True)
     for line in sys.stdin:
         prompt = line.rstrip("\n")
         if prompt.strip() in ("", ":q"):
             break
-        print(sample(model, tokenizer, cfg, args, prompt) + "\nprompt> ", end="", flush=True)
+        print(sample(model, tokenizer, args, prompt) + "\nprompt> ", end="", flush=True)
     print()
 
 

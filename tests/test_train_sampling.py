@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
 
 from typedlm.errors import ConfigError
-from typedlm.sampling import generate_tokens, sample_next
+from typedlm.sampling import sample_next
 
 
 def test_zero_temperature_is_argmax() -> None:
@@ -54,24 +53,3 @@ def test_temperature_sharpens() -> None:
 def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         sample_next(torch.zeros(1, 3), **kwargs)
-
-
-def test_generate_crops_context_and_appends() -> None:
-    seen: list[int] = []
-
-    def model(ids: Tensor) -> Tensor:  # always predicts "last id + 1"
-        seen.append(ids.size(1))
-        return torch.nn.functional.one_hot((ids + 1) % 20, 20).float() * 10
-
-    out = generate_tokens(model, torch.tensor([[3]]), 6, seq_len=4, temperature=0)
-    assert out.tolist() == [[3, 4, 5, 6, 7, 8, 9]]
-    assert max(seen) == 4 and seen[:4] == [1, 2, 3, 4]
-
-
-def test_generate_is_reproducible_under_seed() -> None:
-    def model(ids: Tensor) -> Tensor:
-        return torch.zeros(ids.size(0), ids.size(1), 30)
-
-    a = generate_tokens(model, torch.tensor([[0]]), 20, seq_len=8, temperature=1.0, top_k=None, seed=5)
-    b = generate_tokens(model, torch.tensor([[0]]), 20, seq_len=8, temperature=1.0, top_k=None, seed=5)
-    assert torch.equal(a, b) and len(set(a[0].tolist())) > 5

@@ -1,12 +1,10 @@
 """Choosing the next token from logits: greedy, temperature, top-k and top-p (nucleus) sampling.
 
-``sample_next`` is a pure function over one row of logits per sequence, so any decoding loop (the
-simple one below, or a KV-cached ``GPT2.generate``) can share it.
+``sample_next`` is a pure function over one row of logits per sequence; `typedlm.generate` (the
+KV-cached decoding loop behind ``GPT2.generate``) builds on it.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from jaxtyping import Float, Int64
@@ -52,34 +50,3 @@ def sample_next(
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
-
-
-@torch.no_grad()
-def generate_tokens(
-    model: Callable[[Tensor], Tensor],
-    prompt: Int64[Tensor, "batch seq"],
-    max_new_tokens: int,
-    *,
-    seq_len: int,
-    temperature: float = 0.8,
-    top_k: int | None = 200,
-    top_p: float | None = None,
-    seed: int | None = None,
-) -> Int64[Tensor, "batch seq_out"]:
-    """Append ``max_new_tokens`` sampled ids to ``prompt`` (batch, seq) → (batch, seq + max_new_tokens).
-
-    ``model`` maps ids ``(batch, s)``, ``s <= seq_len``, to logits ``(batch, s, vocab)``; the context is
-    cropped to the last ``seq_len`` ids (no KV cache: simple and exact, O(seq_len) per token).
-    """
-    check_sampling(temperature, top_k, top_p)
-    if prompt.size(1) == 0:
-        raise ConfigError("prompt must hold at least one token")
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=prompt.device).manual_seed(seed)
-    ids = prompt
-    for _ in range(max_new_tokens):
-        logits = model(ids[:, -seq_len:])[:, -1, :]
-        nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
-    return ids
