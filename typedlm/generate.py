@@ -17,6 +17,7 @@ end token otherwise.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Literal
 
@@ -109,7 +110,7 @@ def _decode(
     was_training = model.training
     model.eval()
     try:
-        with model.kv_cache(prompt.shape[0]) if kv_cache else _no_cache():
+        with model.kv_cache(prompt.shape[0]) if kv_cache else contextlib.nullcontext():
             for step in range(max_new_tokens):
                 with torch.inference_mode():
                     if step == 0 or not kv_cache or window.shape[1] > seq_len:
@@ -127,16 +128,6 @@ def _decode(
                     return
     finally:
         model.train(was_training)
-
-
-class _no_cache:
-    """A context manager that does nothing (decoding without the KV cache)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @checked
