@@ -135,13 +135,13 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
         batch, seq, d_model = x.shape
         q, k, v = (self._split_heads(t) for t in self.qkv(x).split(d_model, dim=2))
         dropout = self.cfg.dropout if self.training else 0.0
-        if self.cache is None or self.cache.length == 0:
-            if self.cache is not None:
-                self.cache.append(k, v)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        else:
+        start = 0
+        if self.cache is not None:  # attend over every cached position, this call's included
             start = self.cache.length
             k, v = self.cache.append(k, v)
+        if start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:  # query i sits at position start + i: it sees keys 0 .. start + i
             mask = None if seq == 1 else torch.ones(seq, start + seq, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, seq, d_model)
