@@ -6,7 +6,7 @@
 
 Text → tokenizer (bytes by default; GPT-2 BPE with --bpe-vocab/--bpe-merges, optionally projected onto
 a --local-vocab) → token array → train/val split → `typedlm.train.train` → samples. The model is
-`typedlm.models.GPT2` and the loss `typedlm.losses.cross_entropy_indexed`, shape-checked at runtime in
+`typedlm.models.GPT2` and the loss `typedlm.losses.next_token_cross_entropy`, shape-checked at runtime in
 the default mode (TYPEDLM_CHECKS). Everything is written to --out: checkpoint/, loss.png, trainlog.json.
 """
 

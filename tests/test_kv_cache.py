@@ -25,6 +25,7 @@ def test_rewinding_recomputes_from_an_earlier_position(model: tl.models.GPT2, cf
     ids = torch.randint(0, cfg.vocab, (1, 16))
     with torch.no_grad(), model.kv_cache(batch=1):
         model(ids, 0)
+        model.rewind_kv_cache(8)
         again = model(ids[:, 8:], 8)
     torch.testing.assert_close(again, model(ids)[:, 8:], atol=1e-5, rtol=1e-5)
 
@@ -33,8 +34,11 @@ def test_cache_misuse_is_reported(model: tl.models.GPT2, cfg: tl.CausalConfig) -
     ids = torch.randint(0, cfg.vocab, (1, 4))
     with model.kv_cache(batch=1):
         model(ids, 0)
-        with pytest.raises(tl.ShapeError, match=r"start_pos=6 but the cache holds positions 0..3"):
-            model(ids, 6)
+        for wrong in (6, 5, 3, 0):  # too large, too small, or forgotten (0): the cache holds 4 positions
+            with pytest.raises(tl.ShapeError, match=rf"start_pos={wrong} but the KV cache holds positions 0..3"):
+                model(ids[:, :1], wrong)
+        with pytest.raises(tl.ShapeError, match=r"cannot rewind to start_pos=5"):
+            model.rewind_kv_cache(5)
         with pytest.raises(tl.ShapeError, match=r"built for batch = 1, got batch = 2"):
             model(torch.randint(0, cfg.vocab, (2, 1)), 4)
         with pytest.raises(RuntimeError, match="already active"), model.kv_cache(batch=1):

@@ -47,7 +47,7 @@ def check_windows(tokens: Tokens, seq_len: int, what: str) -> None:
         )
 
 
-def sample_batch(
+def sample_windows(
     tokens: Tokens,
     *,
     batch: int,
@@ -59,8 +59,9 @@ def sample_batch(
     rank: int = 0,
     world: int = 1,
     stream: int = TRAIN_STREAM,
-) -> tuple[Int64[Tensor, "batch seq"], Int64[Tensor, "batch seq"]]:
-    """Inputs and next-token targets, both ``(batch, seq_len)`` int64 on the CPU.
+) -> Int64[Tensor, "batch seq_len+1"]:
+    """``batch`` windows of ``seq_len + 1`` consecutive ids, int64 on the CPU: the model reads
+    ``[:, :-1]`` and `typedlm.losses.next_token_cross_entropy` scores it against the whole window.
 
     A step's global batch of ``micro_steps * world * batch`` window starts is drawn uniformly from a
     generator seeded with ``(seed, stream, step)``; micro-batch ``micro_step`` of rank ``rank`` is its
@@ -75,5 +76,13 @@ def sample_batch(
     block = micro_step * world + rank
     starts = starts[block * batch : (block + 1) * batch]
     windows = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
-    ids = torch.from_numpy(windows)
-    return ids[:, :-1], ids[:, 1:]
+    return torch.from_numpy(windows)
+
+
+def sample_batch(
+    tokens: Tokens, **window_options: Any
+) -> tuple[Int64[Tensor, "batch seq_len"], Int64[Tensor, "batch seq_len"]]:
+    """Inputs and next-token targets, both ``(batch, seq_len)``: the windows of `sample_windows` (same
+    options) without their last and without their first id."""
+    windows = sample_windows(tokens, **window_options)
+    return windows[:, :-1], windows[:, 1:]

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from typedlm.dims import Bindings, DimEnv, TensorSpec, match_tensor, specs_of
 from typedlm.errors import ConfigError, ShapeError
+from typedlm.torch_errors import is_torch_shape_error, torch_error_message
 
 Mode = Literal["full", "boundary", "off"]
 MODES: tuple[Mode, ...] = ("full", "boundary", "off")
@@ -225,11 +226,15 @@ def _beartype_check(
 _PLAIN = (int, float, str)
 
 
-def _call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
-    """Shapes, dtypes and plain values of a call; None if an argument cannot be remembered safely."""
+def _call_key(training: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Training mode, shapes, dtypes and plain values of a call; None if an argument cannot be remembered safely.
+
+    Training mode is part of the key because a forward may take another branch (and give another
+    shape) in eval mode.
+    """
     if len(args) == 1 and not kwargs and isinstance(args[0], Tensor):  # the common call: one tensor
-        return (args[0].shape, args[0].dtype)
-    key: list[Any] = []
+        return (args[0].shape, args[0].dtype, training)
+    key: list[Any] = [training]
     for value in args:
         if not _add_to_key(key, value):
             return None
@@ -285,11 +290,12 @@ def _eager(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 class CheckTarget(Protocol):
-    """What a checked call needs from its owner: a `typedlm.Layer`, or a checked function's `_FunctionChecks`."""
+    """What a checked call needs from its owner: a `typedlm.Layer`, or a checked function's `FunctionChecks`."""
 
     _typedlm_signature: CallSignature
     _typedlm_passed: set[tuple[Any, ...]]
     dim_env: DimEnv
+    training: bool
 
     def describe(self) -> str: ...
 
@@ -324,11 +330,16 @@ def _checked_call(call: Callable[..., Any]) -> Callable[..., Any]:
             out = call(owner, *args, **kwargs)
             check_result(sig, where, env, out, bindings, eager=False)
             return out
-        key = _call_key(args, kwargs)
-        if key is not None and key in owner._typedlm_passed:
-            return call(owner, *args, **kwargs)
-        bindings = _check_arguments_of(owner, args, kwargs)
-        out = call(owner, *args, **kwargs)
+        key = _call_key(owner.training, args, kwargs)
+        try:
+            if key is not None and key in owner._typedlm_passed:
+                return call(owner, *args, **kwargs)
+            bindings = _check_arguments_of(owner, args, kwargs)
+            out = call(owner, *args, **kwargs)
+        except (RuntimeError, IndexError, ValueError) as error:
+            if not is_torch_shape_error(error):
+                raise
+            raise ShapeError(torch_error_message(owner.describe(), error, args, kwargs)) from error
         _check_result_of(owner, out, bindings, key, args, kwargs)
         return out
 
@@ -377,13 +388,18 @@ def install_layer_checks(cls: type, *, boundary: bool) -> None:
 
 
 @dataclasses.dataclass
-class _FunctionChecks:
-    """A checked function's signature and memory of passed calls; its dims are bound per call."""
+class FunctionChecks:
+    """A checked function's signature and memory of passed calls; its dims are bound per call.
+
+    ``function`` is the undecorated function; `typedlm check` finds it as ``wrapper.__typedlm_checks__``.
+    """
 
     _typedlm_signature: CallSignature
     name: str
+    function: Callable[..., Any]
     dim_env: DimEnv = dataclasses.field(default_factory=DimEnv)
     _typedlm_passed: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
+    training: bool = False
 
     def describe(self) -> str:
         return self.name
@@ -395,9 +411,10 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
     Dims are bound per call (a function has no config). With ``TYPEDLM_CHECKS=off`` at import the
     function is returned unwrapped; a later switch to off costs one global read per call.
     """
+    owner = FunctionChecks(CallSignature.of(fn, method=False), fn.__qualname__, fn)
     if _mode == "off":
+        fn.__typedlm_checks__ = owner  # type: ignore[attr-defined]  # found by `typedlm check` all the same
         return fn
-    owner = _FunctionChecks(CallSignature.of(fn, method=False), fn.__qualname__)
     call = _checked_call(lambda _owner, *args, **kwargs: fn(*args, **kwargs))
 
     def checked_fn(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -406,5 +423,7 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
         return cast(R, call(owner, *args, **kwargs))
 
     _copy_identity(checked_fn, fn)
+    checked_fn.__typedlm_checks__ = owner  # type: ignore[attr-defined]  # found by `typedlm check`
+    checked_fn.__wrapped__ = fn  # type: ignore[attr-defined]  # inspect.unwrap and source lines find fn
     _run_outside_dynamo(checked_fn)
     return checked_fn

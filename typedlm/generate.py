@@ -115,6 +115,7 @@ def _decode(
                 with torch.inference_mode():
                     if step == 0 or not kv_cache or window.shape[1] > seq_len:
                         window = window[:, -seq_len:]
+                        model.rewind_kv_cache(0)
                         logits = model(window, 0)[:, -1]  # the whole window, at positions 0..seq-1
                     else:  # only the newest token; the cache holds the keys and values of the others
                         logits = model(window[:, -1:], window.shape[1] - 1)[:, -1]

@@ -27,10 +27,22 @@ class AttentionCache:
         """Forget positions ``start_pos`` and later; the next `append` writes at ``start_pos``."""
         if not 0 <= start_pos <= self.length:
             raise ShapeError(
-                f"KV cache: start_pos={start_pos} but the cache holds positions 0..{self.length - 1}; "
-                f"decode from start_pos <= {self.length}"
+                f"KV cache: cannot rewind to start_pos={start_pos}: the cache holds positions 0..{self.length - 1}"
             )
         self.length = start_pos
+
+    def check_continues(self, start_pos: int, where: str) -> None:
+        """Refuse a call at ``start_pos`` unless it continues the cache exactly (``start_pos == length``).
+
+        A decode loop that forgets ``start_pos`` (0) or passes one too small would silently attend over
+        stale keys and read the wrong positions.
+        """
+        if start_pos != self.length:
+            held = f"positions 0..{self.length - 1}" if self.length else "no positions"
+            raise ShapeError(
+                f"{where}: start_pos={start_pos} but the KV cache holds {held}: pass start_pos={self.length} "
+                "to continue, or rewind the cache first (rewind_kv_cache)"
+            )
 
     def append(
         self, k: Float[Tensor, "batch heads seq head_dim"], v: Float[Tensor, "batch heads seq head_dim"]

@@ -71,10 +71,13 @@ class Layer(nn.Module, Generic[In, Out]):
 
     A subclass declares ``Layer[In, Out]``, calls ``super().__init__(cfg)`` and annotates ``forward``
     with the same shapes. Set ``boundary = True`` on model-level classes to keep them checked in
-    ``boundary`` mode.
+    ``boundary`` mode, and ``causal = False`` on a layer that may look at later positions.
     """
 
     boundary: ClassVar[bool] = False
+    causal: ClassVar[bool] = True
+    """Whether no output at a position depends on a later position; `typedlm check` verifies it.
+    A deliberately non-causal layer (a bidirectional encoder, a pooling layer) sets it False."""
     _typedlm_signature: CallSignature
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

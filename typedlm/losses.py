@@ -6,7 +6,7 @@ from torch import Tensor
 
 from typedlm.checks import checked
 
-__all__ = ["cross_entropy_indexed", "cross_entropy_one_hot", "masked_cross_entropy"]
+__all__ = ["cross_entropy_indexed", "cross_entropy_one_hot", "masked_cross_entropy", "next_token_cross_entropy"]
 
 
 @checked
@@ -29,6 +29,24 @@ def cross_entropy_indexed(
     is ``ignore_index`` are not scored.
     """
     return F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=ignore_index)
+
+
+@checked
+def next_token_cross_entropy(
+    logits: Float[Tensor, "batch seq vocab"],
+    ids: Int[Tensor, "batch seq"] | Int[Tensor, "batch seq+1"],
+    ignore_index: int = -100,
+) -> Float[Tensor, ""]:
+    """Mean loss of predicting each next token: the logits at position t are scored against ``ids[:, t+1]``.
+
+    ``ids`` are the ids the model read, ``(batch, seq)``, and the shift is done here, so targets can
+    neither be forgotten nor shifted twice (the last position has no next id and is not scored). To
+    score every position, pass the ids the model read followed by one more id each, ``(batch, seq+1)``
+    (the windows of `typedlm.batches.sample_windows`, whose ``[:, :-1]`` the model read).
+    """
+    targets = ids[:, 1:]
+    scored = logits if ids.shape[1] > logits.shape[1] else logits[:, :-1]
+    return F.cross_entropy(scored.reshape(-1, scored.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
 
 
 @checked

@@ -84,7 +84,8 @@ class GPT2(Layer[TokenIds, Logits]):
     """GPT-2: token ids → logits, with the head tied to the token embedding when ``cfg.tie_embeddings``.
 
     ``forward(ids, start_pos)`` reads ids at positions ``start_pos .. start_pos + seq - 1``; inside
-    ``with model.kv_cache(batch):`` it also reuses the keys and values of positions before ``start_pos``.
+    ``with model.kv_cache(batch):`` it also reuses the keys and values of positions before ``start_pos``,
+    which must then be the number of positions cached (`rewind_kv_cache` goes back).
     """
 
     boundary = True
@@ -97,8 +98,13 @@ class GPT2(Layer[TokenIds, Logits]):
 
     def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
         for cache in self._caches:
-            cache.rewind(start_pos)
+            cache.check_continues(start_pos, "GPT2")
         return self.transformer(self.embed(ids), start_pos)
+
+    def rewind_kv_cache(self, start_pos: int) -> None:
+        """Forget cached positions ``start_pos`` and later, so the next call may start at ``start_pos``."""
+        for cache in self._caches:
+            cache.rewind(start_pos)
 
     @contextlib.contextmanager
     def kv_cache(self, batch: int) -> Iterator[None]:

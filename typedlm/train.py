@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from typedlm import losses
-from typedlm.batches import VAL_STREAM, Tokens, check_windows, sample_batch
+from typedlm.batches import VAL_STREAM, Tokens, check_windows, sample_windows
 from typedlm.checkpoint import (
     CheckpointError,
     find_checkpoint,
@@ -189,7 +189,7 @@ def estimate_loss(
     """Mean loss over ``tc.eval_batches`` fixed validation batches (the same ones at every call)."""
     total = torch.zeros((), device=device)
     for i in range(tc.eval_batches):
-        x, y = sample_batch(
+        window = sample_windows(
             tokens,
             batch=cfg.batch,
             seq_len=cfg.seq_len,
@@ -199,8 +199,9 @@ def estimate_loss(
             rank=info.rank,
             world=info.world_size,
         )
+        window = _to_device(window, device)
         with _autocast(device, amp):
-            total += losses.cross_entropy_indexed(model(_to_device(x, device)), _to_device(y, device)).float()
+            total += losses.next_token_cross_entropy(model(window[:, :-1]), window).float()
     return float(mean_across_ranks(total / tc.eval_batches, info).item())
 
 
@@ -318,7 +319,7 @@ def train(
         _seed_dropout(tc.seed, info.rank, step, device)
         loss_sum = torch.zeros((), device=device)
         for micro in range(tc.grad_accum):
-            x, y = sample_batch(
+            window = sample_windows(
                 train_tokens,
                 batch=cfg.batch,
                 seq_len=cfg.seq_len,
@@ -329,8 +330,9 @@ def train(
                 rank=info.rank,
                 world=info.world_size,
             )
+            window = _to_device(window, device)
             with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
-                loss = losses.cross_entropy_indexed(runner(_to_device(x, device)), _to_device(y, device))
+                loss = losses.next_token_cross_entropy(runner(window[:, :-1]), window)
             (loss / tc.grad_accum).backward()
             loss_sum += loss.detach().float()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)

@@ -1,0 +1,91 @@
+"""A torch error inside a checked forward, told as a `ShapeError`: the layer, the user's line, the shapes.
+
+Torch reports a shape mismatch deep inside an op (``mat1 and mat2 shapes cannot be multiplied
+(14x18 and 28x37)``) without saying which layer or which line of the user's code made the call.
+`torch_error_message` adds both, and the shapes of the call's tensor arguments.
+"""
+
+import linecache
+import sysconfig
+import traceback
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import beartype
+import jaxtyping
+import torch
+from torch import Tensor
+
+_LIBRARY_DIRS = tuple(
+    str(Path(module.__file__ or "").parent.resolve()) + "/" for module in (torch, jaxtyping, beartype)
+)
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + "/"
+_PLUMBING = tuple(str(Path(__file__).parent.resolve() / name) for name in ("checks.py", "layer.py", "torch_errors.py"))
+"""typedlm's own wrapper modules: a frame there is never where the user's bug is."""
+
+
+class Location(NamedTuple):
+    """A line of code: its file, its number and its text (stripped)."""
+
+    path: str
+    line: int
+    code: str
+
+
+def _is_user_file(filename: str) -> bool:
+    if filename.startswith("<"):
+        return False
+    resolved = str(Path(filename).resolve())
+    if resolved.startswith(_LIBRARY_DIRS) or resolved in _PLUMBING:
+        return False
+    return not resolved.startswith(_STDLIB) or "site-packages" in resolved
+
+
+def user_location(tb: TracebackType | None) -> Location | None:
+    """The innermost frame of ``tb`` that is neither in a library (torch, jaxtyping, beartype, the
+    standard library) nor in typedlm's checking wrappers: the line of code that made the failing call."""
+    found = None
+    for frame, line in traceback.walk_tb(tb):
+        filename = frame.f_code.co_filename
+        if _is_user_file(filename):
+            found = Location(filename, line, linecache.getline(filename, line).strip())
+    return found
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it, as mypy prints paths."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def is_torch_shape_error(error: BaseException) -> bool:
+    """Whether ``error`` is torch refusing an op's arguments (a plain RuntimeError, IndexError or
+    ValueError), not out-of-memory, a missing kernel, a compiler error or a subclass of the user's."""
+    return type(error) in (RuntimeError, IndexError, ValueError) and not _raised_by_python_outside_torch(error)
+
+
+def _raised_by_python_outside_torch(error: BaseException) -> bool:
+    """A ValueError raised by a ``raise`` statement in the user's own code (not by a torch op)."""
+    if type(error) is not ValueError:
+        return False
+    frames = list(traceback.walk_tb(error.__traceback__))
+    return bool(frames) and _is_user_file(frames[-1][0].f_code.co_filename)
+
+
+def _shapes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    named = [(f"#{i}", v) for i, v in enumerate(args)] + list(kwargs.items())
+    parts = [f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" for _, v in named if isinstance(v, Tensor)]
+    return ", ".join(parts)
+
+
+def torch_error_message(where: str, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """One paragraph: the layer, torch's first line, the user's line that called the op, the input shapes."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    location = user_location(error.__traceback__)
+    at = f" at {display_path(location.path)}:{location.line} `{location.code}`" if location else ""
+    shapes = _shapes(args, kwargs)
+    called = f" (called with {shapes})" if shapes else ""
+    return f"{where}: torch {type(error).__name__}{at}{called}: {first}"
