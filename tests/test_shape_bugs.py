@@ -7,7 +7,6 @@ import pytest
 from examples import shape_bugs
 from examples.shape_bugs import BUGS, catch, claims, marked_lines, mypy_errors
 from examples.shape_bugs import __main__ as gallery
-from typedlm.errors import ConfigError, ShapeError
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +30,8 @@ def test_caught_at_the_claimed_stage_with_the_message(name: str) -> None:
     caught = catch(name)
     assert caught is not None, f"{name} ran without an error"
     assert caught.stage == stage
-    assert isinstance(caught.error, ShapeError | ConfigError)
-    assert message in str(caught.error)
+    assert caught.message.startswith(("ShapeError: ", "ConfigError: ", "examples/shape_bugs/"))
+    assert message in caught.message
 
 
 def test_gallery_shows_every_bug(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ fast as an untyped one.
 """
 
 from typedlm import card, checks, generate, hf, losses, models, nn, shapes, tokenizers
+from typedlm.checks import checked
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.layer import Chain, Layer
@@ -17,6 +18,7 @@ __all__ = [
     "Layer",
     "ShapeError",
     "card",
+    "checked",
     "checks",
     "generate",
     "hf",

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from typedlm.layer import Chain, Layer, Stack, _declared_io
+from typedlm.layer import Chain, Layer, Stack, declared_io
 from typedlm.models import GPT2, CausalTransformer
 from typedlm.nn import (
     MLP,
@@ -251,7 +251,7 @@ def _render(module: nn.Module, card: _Card, **names: str) -> None:
 
 def _unknown(m: nn.Module, card: _Card) -> None:
     """A layer the card has no page for: its typed signature, and its own parameters by name."""
-    io = _declared_io(type(m))
+    io = declared_io(type(m))
     arrow = f'"{io[0]}" → "{io[1]}"' if io else "untyped"
     name = m.describe() if isinstance(m, Layer) else type(m).__name__
     card.step(f"X ← {name}(X)                             ▷ {arrow}")
@@ -327,7 +327,7 @@ def _build(model: Layer[Any, Any], full: bool) -> str:
             card.counted[id(p)] = p
             card.groups[-1][1].append(f"{name} ∈ ℝ^{{{'×'.join(map(str, p.shape))}}}")
     total = sum(p.numel() for p in card.counted.values())
-    io = _declared_io(type(model))
+    io = declared_io(type(model))
     typed = f'Layer["{io[0]}", "{io[1]}"]' if io else type(model).__name__
     kind = "with the block, attention, layer-norm and MLP steps inlined" if full else "decoder-only transformer"
     lines = [

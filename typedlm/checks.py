@@ -351,6 +351,7 @@ def _copy_identity(wrapper: Callable[..., Any], original: Callable[..., Any]) ->
     for name in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(wrapper, name, getattr(original, name, None))
     wrapper.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]  # help() shows the real one
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]  # inspect.unwrap finds the source lines
 
 
 _run_outside_dynamo(_checked_call(lambda owner: None))  # every checked call shares this one code object
@@ -424,6 +425,5 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
 
     _copy_identity(checked_fn, fn)
     checked_fn.__typedlm_checks__ = owner  # type: ignore[attr-defined]  # found by `typedlm check`
-    checked_fn.__wrapped__ = fn  # type: ignore[attr-defined]  # inspect.unwrap and source lines find fn
     _run_outside_dynamo(checked_fn)
     return checked_fn

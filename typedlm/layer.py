@@ -29,7 +29,7 @@ Next = TypeVar("Next", bound=str)
 S = TypeVar("S", bound=str)
 
 
-def _declared_io(cls: type) -> tuple[str, str] | None:
+def declared_io(cls: type) -> tuple[str, str] | None:
     """The dimension strings of the nearest ``Layer[In, Out]`` base of ``cls``; None while still generic."""
     for klass in cls.__mro__:
         for base in klass.__dict__.get("__orig_bases__", ()):
@@ -47,7 +47,7 @@ def _dims_text(specs: tuple[TensorSpec, ...]) -> set[str]:
 
 def _check_declared(cls: type, sig: CallSignature) -> None:
     """Refuse a class whose forward annotations disagree with its declared ``Layer[In, Out]``."""
-    declared = _declared_io(cls)
+    declared = declared_io(cls)
     if declared is None:
         return
     dims_in, dims_out = declared

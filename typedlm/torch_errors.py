@@ -19,10 +19,9 @@ from torch import Tensor
 
 _LIBRARY_DIRS = tuple(
     str(Path(module.__file__ or "").parent.resolve()) + "/" for module in (torch, jaxtyping, beartype)
-)
+) + (str(Path(__file__).parent.resolve()) + "/",)
+"""torch, jaxtyping, beartype and typedlm itself: a frame there is never where the user's bug is."""
 _STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + "/"
-_PLUMBING = tuple(str(Path(__file__).parent.resolve() / name) for name in ("checks.py", "layer.py", "torch_errors.py"))
-"""typedlm's own wrapper modules: a frame there is never where the user's bug is."""
 
 
 class Location(NamedTuple):
@@ -37,14 +36,14 @@ def _is_user_file(filename: str) -> bool:
     if filename.startswith("<"):
         return False
     resolved = str(Path(filename).resolve())
-    if resolved.startswith(_LIBRARY_DIRS) or resolved in _PLUMBING:
+    if resolved.startswith(_LIBRARY_DIRS):
         return False
     return not resolved.startswith(_STDLIB) or "site-packages" in resolved
 
 
 def user_location(tb: TracebackType | None) -> Location | None:
-    """The innermost frame of ``tb`` that is neither in a library (torch, jaxtyping, beartype, the
-    standard library) nor in typedlm's checking wrappers: the line of code that made the failing call."""
+    """The innermost frame of ``tb`` outside torch, jaxtyping, beartype, typedlm and the standard library:
+    the line of the user's code that made the failing call."""
     found = None
     for frame, line in traceback.walk_tb(tb):
         filename = frame.f_code.co_filename

@@ -1,8 +1,8 @@
 """A gallery of shape bugs: each module is a small program with one realistic mistake.
 
 A bug module defines ``build()`` (make the model), ``run(model)`` (use it once), ``CAUGHT_AT`` (where
-typedlm stops the program when it runs: ``import``, ``construction`` or ``first call``) and ``MESSAGE``
-(a fragment of what the user reads). A line that mypy must reject is marked ``# E: code``. The modules
+typedlm stops the program: ``import``, ``construction``, ``check`` — ``python -m typedlm check`` on the
+module, before any training — or ``first call``) and ``MESSAGE`` (a fragment of what the user reads). A line that mypy must reject is marked ``# E: code``. The modules
 are imported by name, never statically, so a mypy run over this package does not follow into them.
 """
 
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from typedlm.check import check_modules
 from typedlm.errors import ConfigError, ShapeError
 
-Stage = Literal["import", "construction", "first call"]
+Stage = Literal["import", "construction", "check", "first call"]
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BUGS: tuple[str, ...] = (
@@ -30,6 +31,18 @@ BUGS: tuple[str, ...] = (
     "shifted_targets",
     "one_hot_as_ids",
     "seq_too_long",
+    "softmax_over_queries",
+    "heads_merged_without_transpose",
+    "rmsnorm_over_seq",
+    "missing_causal_mask",
+    "normalised_over_batch",
+    "cat_wrong_axis",
+    "linear_ffn_for_d_model",
+    "hard_coded_batch",
+    "positions_from_batch_axis",
+    "wrapper_forgets_start_pos",
+    "decode_forgets_start_pos",
+    "unshifted_targets",
 )
 """Bug modules in the order the gallery shows them."""
 
@@ -39,10 +52,10 @@ _MYPY_ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: (?P<text>.*)\[
 
 @dataclass(frozen=True)
 class Caught:
-    """Where a bug stopped the program and what the user saw."""
+    """Where a bug stopped the program and what the user read (an error, or `typedlm check`'s line)."""
 
     stage: Stage
-    error: Exception
+    message: str
 
 
 def path_of(name: str) -> Path:
@@ -91,14 +104,17 @@ def mypy_errors(names: tuple[str, ...] = BUGS) -> dict[str, list[tuple[int, str,
 
 
 def catch(name: str) -> Caught | None:
-    """Run the bug program (import, build, first call); the stage and error that stopped it, or None."""
+    """Run the bug program (import, build, `typedlm check`, first call); where it stopped, or None."""
     stage: Stage = "import"
     try:
         module = importlib.import_module(f"{__name__}.{name}")
         stage = "construction"
         model = module.build()
+        report = check_modules([module])
+        if report.errors:
+            return Caught("check", report.errors[0].format())
         stage = "first call"
         module.run(model)
     except (ShapeError, ConfigError) as error:
-        return Caught(stage, error)
+        return Caught(stage, f"{type(error).__name__}: {error}")
     return None

@@ -27,8 +27,8 @@ def main() -> int:
         if caught is None:
             print(f"   NOT CAUGHT at run time: {name} ran to the end")
         else:
-            print(f"   {where} at {caught.stage}: {type(caught.error).__name__}")
-            print(textwrap.fill(str(caught.error), 110, initial_indent="     ", subsequent_indent="       "))
+            print(f"   {where} at {caught.stage}:")
+            print(textwrap.fill(caught.message, 110, initial_indent="     ", subsequent_indent="       "))
         print()
     return 0
 

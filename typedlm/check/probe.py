@@ -1,0 +1,209 @@
+"""Probe configs, probe tensors and shape traces: running a forward with no data and no real compute.
+
+The probe config's sizes are pairwise distinct and never 1, and so are the free sizes (``batch``,
+``seq``) of the two traces, so no dimension can stand in for another: a transpose, a reduction over the
+wrong axis or a ``Linear(ffn, vocab)`` where ``d_model`` was meant fails instead of passing by
+coincidence. A trace runs on the meta device (shapes only) and falls back to the CPU for an op that has
+no meta kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from typedlm.checks import CallSignature
+from typedlm.config import CausalConfig
+from typedlm.dims import DimEnv, TensorSpec
+from typedlm.layer import Layer
+
+PROBE_SIZES: dict[str, Any] = dict(batch=2, seq_len=13, vocab=37, heads=3, head_dim=6, ffn_hidden=28, layers=2)
+"""d_model = 18: with ffn 28, vocab 37 and seq_len 13, every dim differs from every other."""
+
+MAX_PROBE_SEQ = 12
+"""Traces use at most this many positions, whatever the config allows (keeps big models cheap)."""
+
+
+class CannotProbe(Exception):
+    """This target cannot be probed (its constructor or a parameter needs more than typedlm can make)."""
+
+
+def probe_config(config_type: type[CausalConfig] = CausalConfig) -> CausalConfig:
+    """The probe config, of ``config_type`` (a `CausalConfig` subclass whose other fields have defaults)."""
+    try:
+        return config_type(**PROBE_SIZES)
+    except TypeError as error:
+        raise CannotProbe(f"cannot make a probe {config_type.__name__}: {error}") from None
+
+
+@dataclass(frozen=True)
+class FreeSizes:
+    """Sizes for the dims bound per call, and for names no config binds."""
+
+    batch: int
+    seq: int
+    others: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def text(self) -> str:
+        return f"batch={self.batch}, seq={self.seq}"
+
+
+def free_sizes(env: DimEnv) -> tuple[FreeSizes, FreeSizes]:
+    """Two (batch, seq) pairs unlike each other and unlike every config-scoped size of ``env``."""
+    taken = {bound.size for bound in env.sizes.values()}
+    max_seq = env.max_seq.size if env.max_seq is not None else MAX_PROBE_SEQ
+    unused = [n for n in range(2, 4 * MAX_PROBE_SEQ) if n not in taken]
+    seqs = [n for n in unused if n <= min(max_seq, MAX_PROBE_SEQ)][-2:]
+    if len(seqs) < 2:  # a tiny seq_len: take what fits, even a size a config dim also has
+        seqs = ([n for n in range(2, max_seq + 1)][-2:] or [1, 1]) if max_seq >= 2 else [1, 1]
+        seqs = seqs if len(seqs) == 2 else [seqs[0], seqs[0]]
+    batches = [n for n in unused if n not in seqs][:2]
+    return FreeSizes(batches[0], seqs[0]), FreeSizes(batches[1], seqs[1])
+
+
+def dim_sizes(env: DimEnv, free: FreeSizes) -> dict[str, int]:
+    """Every dim name's probe size: the config's, then the free ones."""
+    sizes = {name: bound.size for name, bound in env.sizes.items()}
+    sizes.update(batch=free.batch, seq=free.seq, **free.others)
+    return sizes
+
+
+def _size_of(token: str, sizes: dict[str, int]) -> list[int]:
+    """The sizes one dimension token stands for: ``seq``, ``#seq``, ``3``, ``seq+1``, ``*lead``, ``...``."""
+    name = token.lstrip("#")
+    if name in ("...",) or name.startswith("*"):
+        return []
+    if name.isdigit():
+        return [int(name)]
+    if name.isidentifier():
+        if name not in sizes:  # a name no config binds: a fresh size of its own
+            sizes[name] = next(n for n in itertools.count(5) if n not in sizes.values())
+        return [sizes[name]]
+    value = eval(name, {"__builtins__": {}}, dict(sizes))  # a dim expression from an annotation
+    return [int(value)]
+
+
+def shape_of(spec: TensorSpec, sizes: dict[str, int]) -> tuple[int, ...]:
+    """The concrete shape a spec takes with these probe sizes."""
+    return tuple(size for token in spec.dims for size in _size_of(token, sizes))
+
+
+def dtype_of(spec: TensorSpec) -> torch.dtype:
+    if spec.dtypes:
+        for preferred in (torch.float32, torch.int64, torch.bool):
+            if preferred in spec.dtypes:
+                return preferred
+        return sorted(spec.dtypes, key=str)[0]
+    return {"an integer": torch.int64, "a boolean": torch.bool}.get(spec.kind, torch.float32)
+
+
+def probe_tensor(
+    spec: TensorSpec, sizes: dict[str, int], *, device: torch.device | str, generator: torch.Generator | None
+) -> Tensor:
+    """A tensor of ``spec``'s shape and dtype: random values on a real device, none on meta.
+
+    Integer tensors hold ids in ``0 .. vocab-1`` (the probe's vocabulary), so they can index an embedding.
+    """
+    shape, dtype = shape_of(spec, sizes), dtype_of(spec)
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, dtype=dtype, device="meta")
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=generator) < 0.5
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=generator).to(dtype)
+    return torch.randint(0, sizes.get("vocab", 2), shape, generator=generator, dtype=dtype)
+
+
+# --- building layers ---------------------------------------------------------------------------------
+
+
+def _config_type(cls: type[Layer[Any, Any]]) -> type[CausalConfig]:
+    """The config class ``cls.__init__`` asks for (a `CausalConfig` subclass), else `CausalConfig`."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+        first = next(iter(p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]), None)
+    except (NameError, TypeError, ValueError):
+        return CausalConfig
+    wanted = hints.get(first.name) if first is not None else None
+    return wanted if isinstance(wanted, type) and issubclass(wanted, CausalConfig) else CausalConfig
+
+
+def build_layer(cls: type[Layer[Any, Any]]) -> Layer[Any, Any]:
+    """``cls(probe config)``; CannotProbe if its constructor needs more than a config."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    required = [
+        p.name for p in parameters[1:] if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if not parameters or required:
+        needs = ", ".join(required) if required else "no config"
+        raise CannotProbe(f"{cls.__qualname__}: its constructor needs more than a config ({needs})")
+    torch.manual_seed(0)
+    return cls(probe_config(_config_type(cls)))
+
+
+# --- calls -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeCall:
+    """The arguments of one probe call, and the sizes they were made with."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    free: FreeSizes
+
+
+def layer_call(
+    layer: Layer[Any, Any], free: FreeSizes, *, device: torch.device | str, seed: int = 0
+) -> ProbeCall:
+    """Arguments for ``layer``'s forward: its input, plus any other annotated tensor it requires."""
+    generator = None if torch.device(device).type == "meta" else torch.Generator().manual_seed(seed)
+    sizes = dim_sizes(layer.dim_env, free)
+    args: list[Any] = []
+    for index, param in enumerate(layer._typedlm_signature.params):
+        if index > 0 and param.default is not inspect.Parameter.empty:
+            break
+        if not param.specs:
+            raise CannotProbe(f"{layer.describe()}: forward parameter {param.name!r} is not an annotated tensor")
+        args.append(probe_tensor(param.specs[0], sizes, device=device, generator=generator).to(_device_of(layer, device)))
+    return ProbeCall(tuple(args), {}, free)
+
+
+def _device_of(layer: nn.Module, fallback: torch.device | str) -> torch.device:
+    if torch.device(fallback).type == "meta":
+        return torch.device("meta")
+    first = next(itertools.chain(layer.parameters(), layer.buffers()), None)
+    return first.device if first is not None else torch.device(fallback)
+
+
+def _meta_state(layer: nn.Module) -> dict[str, Tensor]:
+    named: Iterator[tuple[str, Tensor]] = itertools.chain(layer.named_parameters(), layer.named_buffers())
+    return {name: torch.empty_like(t, device="meta") for name, t in named}
+
+
+def run_on_meta(layer: Layer[Any, Any], call: ProbeCall) -> object:
+    """``layer(*call.args)`` with every parameter and buffer swapped for a meta tensor: shapes, no FLOPs."""
+    with torch.no_grad():
+        return functional_call(layer, _meta_state(layer), call.args, call.kwargs, tie_weights=True, strict=False)
+
+
+def is_meta_limitation(error: BaseException) -> bool:
+    """An error of the meta device itself (an op with no meta kernel, a tensor left on the CPU)."""
+    for e in (error, error.__cause__):
+        if isinstance(e, NotImplementedError) or (e is not None and "meta" in str(e).lower()):
+            return True
+    return False
+
+
+def signature_of(fn: Callable[..., Any]) -> CallSignature:
+    """The checked signature of a `typedlm.checked` function."""
+    return typing.cast(CallSignature, fn.__typedlm_checks__._typedlm_signature)  # type: ignore[attr-defined]  # set by checked()

@@ -1,0 +1,376 @@
+"""`check`: probe every target `discover` found and collect what fails as `Problem`s.
+
+For a layer or model: two shape traces on the meta device with different free sizes (a third and
+fourth tell a hard-coded ``batch`` from a hard-coded ``seq``), then the invariants on tiny real tensors.
+For a `typedlm.checked` function: two calls with probe tensors of its annotated shapes and, for a loss
+over a token model, the next-token-targets invariant.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import typing
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from typedlm import checks
+from typedlm.check import invariants
+from typedlm.check.discover import Target, find_targets, load
+from typedlm.check.probe import (
+    CannotProbe,
+    FreeSizes,
+    ProbeCall,
+    build_layer,
+    dim_sizes,
+    free_sizes,
+    is_meta_limitation,
+    layer_call,
+    probe_config,
+    probe_tensor,
+    run_on_meta,
+    signature_of,
+)
+from typedlm.check.report import Problem, Report
+from typedlm.config import CausalConfig
+from typedlm.dims import DimEnv, TensorSpec
+from typedlm.errors import ConfigError, ShapeError
+from typedlm.layer import Layer, declared_io
+from typedlm.shapes import literal_dims
+from typedlm.torch_errors import is_torch_shape_error, torch_error_message, user_location
+
+DEFAULT_MAX_PARAMS = 30_000_000
+"""Models with more parameters get the shape traces (on meta) but not the invariants (real compute)."""
+
+
+class _Checker:
+    """Checks targets one by one, appending to one report."""
+
+    def __init__(self, report: Report, max_params: int) -> None:
+        self.report = report
+        self.max_params = max_params
+
+    # --- reporting ----------------------------------------------------------------------------------
+
+    def problem(self, target: Target, message: str, code: str, error: BaseException | None = None) -> None:
+        location = None
+        for e in (error, getattr(error, "__cause__", None)):
+            if e is not None:
+                location = user_location(e.__traceback__) or location
+        path, line = (location.path, location.line) if location else (target.path, target.line)
+        self.report.problems.append(Problem(path, line, message, code))
+
+    def skipped(self, target: Target, why: str) -> None:
+        self.report.problems.append(Problem(target.path, target.line, f"skipped {target.name}: {why}", "skipped", "note"))
+
+    # --- targets ------------------------------------------------------------------------------------
+
+    def check(self, target: Target) -> None:
+        try:
+            if target.kind == "layer class":
+                self.report.layers += 1
+                self.check_layer(target, build_layer(target.obj), real=True)
+            elif target.kind == "model":
+                self.report.models += 1
+                self.check_layer(target, target.obj, real=self.small_enough(target, target.obj))
+            elif target.kind == "factory":
+                self.report.models += 1
+                self.check_factory(target)
+            else:
+                self.report.functions += 1
+                self.check_function(target)
+        except CannotProbe as why:
+            self.skipped(target, str(why))
+        except (ShapeError, ConfigError) as error:  # refused while building: a construction check
+            self.problem(target, f"{target.name}: {error}", "construction", error)
+
+    def small_enough(self, target: Target, model: torch.nn.Module) -> bool:
+        count = sum(p.numel() for p in model.parameters())
+        if count <= self.max_params:
+            return True
+        self.skipped(
+            target,
+            f"invariants not run ({count:,} parameters > --max-params {self.max_params:,}); "
+            "shapes traced on meta, and its layer classes are checked at the probe config",
+        )
+        return False
+
+    def check_factory(self, target: Target) -> None:
+        factory = typing.cast(Callable[[], Layer[Any, Any]], target.obj)
+        try:
+            with torch.device("meta"):
+                model = factory()
+        except (ShapeError, ConfigError):
+            raise
+        except Exception:  # noqa: BLE001  (a factory that cannot build on meta is built for real)
+            model = factory()
+        if model.parameters() and next(model.parameters(), torch.empty(0)).device.type == "meta":
+            if sum(p.numel() for p in model.parameters()) <= self.max_params:
+                model = factory()  # small: build for real, so the invariants can run
+            else:
+                self.small_enough(target, model)
+                self.check_layer(target, model, real=False)
+                return
+        self.check_layer(target, model, real=True)
+
+    # --- layers and models --------------------------------------------------------------------------
+
+    def check_layer(self, target: Target, layer: Layer[Any, Any], *, real: bool) -> None:
+        first, second = free_sizes(layer.dim_env)
+        failed = self.trace(layer, first)
+        if failed is not None:
+            self.problem(target, self.shape_message(target, layer, failed, first), "shape", failed)
+            return
+        failed = self.trace(layer, second)
+        if failed is not None:
+            self.problem(target, self.hard_coded_message(layer, failed, first, second), "hard-coded-size", failed)
+            return
+        if real:
+            self.run_invariants(target, layer, first)
+
+    def trace(self, layer: Layer[Any, Any], free: FreeSizes) -> BaseException | None:
+        """The error a probe forward raises with these free sizes (on meta, else on the CPU), or None."""
+        try:
+            run_on_meta(layer, layer_call(layer, free, device="meta"))
+            return None
+        except CannotProbe:
+            raise
+        except Exception as error:  # noqa: BLE001  (every failure is a finding)
+            if not is_meta_limitation(error):
+                return _as_shape_error(layer, error)
+        try:
+            with invariants.evaluating(layer):
+                layer(*layer_call(layer, free, device="cpu").args)
+            return None
+        except Exception as error:  # noqa: BLE001
+            return _as_shape_error(layer, error)
+
+    def shape_message(self, target: Target, layer: Layer[Any, Any], error: BaseException, free: FreeSizes) -> str:
+        return f"{_error_text(error)} (probe with {free.text()}, {_config_text(layer.dim_env)})"
+
+    def hard_coded_message(
+        self, layer: Layer[Any, Any], error: BaseException, first: FreeSizes, second: FreeSizes
+    ) -> str:
+        culprits = []
+        if self.trace(layer, FreeSizes(second.batch, first.seq)) is not None:
+            culprits.append(f"batch={first.batch} but not batch={second.batch}")
+        if self.trace(layer, FreeSizes(first.batch, second.seq)) is not None:
+            culprits.append(f"seq={first.seq} but not seq={second.seq}")
+        works = " or ".join(culprits) or f"{first.text()} but not {second.text()}"
+        return f"{layer.describe()} works with {works}: is a size hard-coded? {_error_text(error)}"
+
+    def run_invariants(self, target: Target, layer: Layer[Any, Any], free: FreeSizes) -> None:
+        call = layer_call(layer, free, device="cpu", seed=3)
+        x, rest = call.args[0], call.args[1:]
+        spec_in = layer._typedlm_signature.input_specs[0]
+        spec_out = layer._typedlm_signature.result[0] if layer._typedlm_signature.result else None
+
+        def forward(inputs: torch.Tensor) -> object:
+            return layer(inputs, *rest)
+
+        vocab = dim_sizes(layer.dim_env, free).get("vocab", 2)
+        where = _definition(target, layer)
+        with checks.mode("full"), invariants.evaluating(layer):
+            for dim, code, test in (
+                ("seq", "causal", invariants.causality),
+                ("batch", "batch-mixing", invariants.batch_independence),
+            ):
+                if code == "causal" and not type(layer).causal:
+                    continue
+                in_axis, out_axis = _axis(spec_in, dim), _axis(spec_out, dim)
+                if in_axis is None or out_axis is None:
+                    continue
+                found = _guarded(functools.partial(test, forward, x, in_axis=in_axis, out_axis=out_axis, vocab=vocab))
+                if found:
+                    hint = " (set causal = False on a layer that is meant to see later positions)" * (code == "causal")
+                    self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}{hint}", code))
+                    return
+            if invariants.decodes_with_cache(layer) and not x.dtype.is_floating_point and not rest:
+                found = _guarded(lambda: invariants.cached_decoding(layer, x))
+                if found:
+                    self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}", "cache"))
+
+    # --- checked functions --------------------------------------------------------------------------
+
+    def check_function(self, target: Target) -> None:
+        fn = target.obj
+        sig = signature_of(fn)
+        cfg = probe_config()
+        env = DimEnv.from_config(cfg)
+        first, second = free_sizes(env)
+        errors = [self.call_function(fn, sig.params, cfg, env, free) for free in (first, second)]
+        if errors[0] is not None:
+            self.problem(target, f"{target.name}: {_error_text(errors[0])} (probe with {first.text()}, {_config_text(env)})", "shape", errors[0])
+        elif errors[1] is not None:
+            message = f"{target.name} works with {first.text()} but not {second.text()}: is a size hard-coded? {_error_text(errors[1])}"
+            self.problem(target, message, "hard-coded-size", errors[1])
+        else:
+            found = self.leak_of(fn, sig.params, cfg, env, first)
+            if found:
+                self.problem(target, f"{target.name}: {found}", "target-leak")
+
+    def function_kwargs(
+        self, params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes
+    ) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(4)
+        sizes = dim_sizes(env, free)
+        kwargs: dict[str, Any] = {}
+        for param in params:
+            if param.specs:
+                kwargs[param.name] = probe_tensor(param.specs[0], sizes, device="cpu", generator=generator)
+            elif param.default is not inspect.Parameter.empty:
+                continue
+            elif _layer_type(param.hint) is not None:
+                kwargs[param.name] = _stock_model(param.hint, cfg)
+            else:
+                raise CannotProbe(f"parameter {param.name!r} is neither an annotated tensor nor a Layer, and has no default")
+        return kwargs
+
+    def call_function(
+        self, fn: Callable[..., Any], params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes
+    ) -> BaseException | None:
+        kwargs = self.function_kwargs(params, cfg, env, free)
+        try:
+            with checks.mode("full"):
+                fn(**kwargs)
+            return None
+        except Exception as error:  # noqa: BLE001  (every failure is a finding)
+            if is_torch_shape_error(error):
+                return ShapeError(f"torch {type(error).__name__}: {str(error).strip().splitlines()[0]}").with_traceback(
+                    error.__traceback__
+                )
+            return error
+
+    def leak_of(
+        self, fn: Callable[..., Any], params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes
+    ) -> str | None:
+        """The next-token-targets invariant, for a function of a token model that returns a scalar."""
+        sig = signature_of(fn)
+        if not sig.result or sig.result[0].dims != ():
+            return None
+        token_models = [p for p in params if _reads_token_ids(p.hint)]
+        if len(token_models) != 1:
+            return None
+        kwargs = self.function_kwargs(params, cfg, env, free)
+        name = token_models[0].name
+
+        def loss_of(model: Layer[Any, Any]) -> object:
+            with checks.mode("full"):
+                return fn(**{**kwargs, name: model})
+
+        return _guarded(lambda: invariants.next_token_targets(loss_of, cfg), quiet=True)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _as_shape_error(layer: Layer[Any, Any], error: BaseException) -> BaseException:
+    if is_torch_shape_error(error):
+        return ShapeError(torch_error_message(layer.describe(), error, (), {})).with_traceback(error.__traceback__)
+    return error
+
+
+def _error_text(error: BaseException) -> str:
+    return str(error) if isinstance(error, ShapeError) else f"{type(error).__name__}: {error}"
+
+
+def _guarded(run: Callable[[], str | None], *, quiet: bool = False) -> str | None:
+    """Run an invariant; an error it raises is itself the finding (unless ``quiet``)."""
+    try:
+        return run()
+    except Exception as error:  # noqa: BLE001
+        return None if quiet else _error_text(error)
+
+
+def _axis(spec: TensorSpec | None, dim: str) -> int | None:
+    """The axis of ``dim`` in ``spec``, if every dim before it is a single named or sized axis."""
+    if spec is None or dim not in spec.dims:
+        return None
+    before = spec.dims[: spec.dims.index(dim)]
+    return None if any(t == "..." or t.startswith("*") for t in before) else len(before)
+
+
+def _config_text(env: DimEnv) -> str:
+    return ", ".join(f"{name}={bound.size}" for name, bound in env.sizes.items())
+
+
+def _definition(target: Target, layer: Layer[Any, Any]) -> tuple[str, int]:
+    """Where to report an invariant: the layer's forward if its class is the target, else the target."""
+    if target.kind == "layer class":
+        forward = inspect.unwrap(type(layer).__dict__.get("forward", type(layer).forward))
+        try:
+            return inspect.getsourcefile(forward) or target.path, inspect.getsourcelines(forward)[1]
+        except (OSError, TypeError):
+            pass
+    return target.path, target.line
+
+
+def _layer_type(hint: object) -> type[Layer[Any, Any]] | None:
+    origin = typing.get_origin(hint) or hint
+    return origin if isinstance(origin, type) and issubclass(origin, Layer) else None
+
+
+def _io_of(hint: object) -> tuple[str, str] | None:
+    cls = _layer_type(hint)
+    if cls is None:
+        return None
+    args = typing.get_args(hint)
+    if len(args) == 2:
+        first, second = literal_dims(args[0]), literal_dims(args[1])
+        return (first, second) if first is not None and second is not None else None
+    return declared_io(cls)
+
+
+def _reads_token_ids(hint: object) -> bool:
+    io = _io_of(hint)
+    return io is not None and io[0].split() == ["batch", "seq"]
+
+
+def _stock_model(hint: object, cfg: CausalConfig) -> Layer[Any, Any]:
+    """A probe value for a Layer-typed parameter: that class at the probe config, or a stock model."""
+    from typedlm import models, nn
+
+    cls = _layer_type(hint)
+    if cls is not None and cls is not Layer and declared_io(cls) is not None:
+        return build_layer(cls)
+    stock: dict[tuple[str, str], Callable[[], Layer[Any, Any]]] = {
+        ("batch seq", "batch seq vocab"): lambda: models.GPT2(cfg),
+        ("batch seq vocab", "batch seq vocab"): lambda: models.causal_transformer_one_hot(cfg),
+        ("batch seq d_model", "batch seq vocab"): lambda: models.causal_transformer_from_embeddings(cfg),
+        ("batch seq d_model", "batch seq d_model"): lambda: nn.TransformerBlock(cfg, index=0),
+    }
+    io = _io_of(hint)
+    if io is None or io not in stock:
+        raise CannotProbe(f"no probe model for a parameter of type {hint}")
+    return stock[io]()
+
+
+def check_modules(modules: Sequence[ModuleType], *, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
+    """Check every target in already-imported ``modules``."""
+    started = time.perf_counter()
+    report = Report()
+    checker = _Checker(report, max_params)
+    with checks.mode("full"):
+        for target in find_targets(modules):
+            checker.check(target)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def check(
+    targets: Sequence[str], *, exclude: Sequence[str] = (), max_params: int = DEFAULT_MAX_PARAMS
+) -> Report:
+    """Import ``targets`` (paths or module names) and check everything in them."""
+    started = time.perf_counter()
+    loaded = load(targets, exclude)
+    report = check_modules(loaded.modules, max_params=max_params)
+    report.problems[:0] = loaded.problems
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+__all__ = ["DEFAULT_MAX_PARAMS", "ProbeCall", "check", "check_modules"]
