@@ -119,3 +119,46 @@ def test_checked_model_gives_the_same_values_and_gradients_as_unchecked(cfg: tl.
     assert len(grads[0]) == len(list(model.parameters()))
     for checked_grad, plain_grad in zip(*grads, strict=True):
         torch.testing.assert_close(checked_grad, plain_grad)
+
+
+class _WrongReadout(Layer[Embedded, Embedded]):
+    """A projection sized from ffn where d_model was meant."""
+
+    def __init__(self, cfg: tl.CausalConfig) -> None:
+        super().__init__(cfg)
+        self.proj = torch.nn.Linear(cfg.ffn_hidden, cfg.d_model)
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        y: Tensor = self.proj(x)  # the failing line
+        return y
+
+
+def test_a_torch_error_inside_a_forward_is_a_shape_error_naming_layer_line_and_shapes(cfg: tl.CausalConfig) -> None:
+    layer = _WrongReadout(cfg)
+    for _ in range(2):  # the first call (checked) and a repeat (remembered signature): both explain the error
+        with pytest.raises(tl.ShapeError) as caught:
+            layer(torch.randn(2, 5, cfg.d_model))
+        message = str(caught.value)
+        assert message.startswith("_WrongReadout: torch RuntimeError at tests/test_runtime_checks.py:")
+        assert "`y: Tensor = self.proj(x)  # the failing line`" in message and "(2, 5, 64) float32" in message
+        assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_out_of_memory_and_a_users_own_errors_are_not_rewritten(cfg: tl.CausalConfig) -> None:
+    class Refuses(Layer[Embedded, Embedded]):
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            raise ValueError("my own rule")
+
+    with pytest.raises(ValueError, match="my own rule"):
+        Refuses(cfg)(torch.randn(1, 2, cfg.d_model))
+
+
+def test_an_eval_only_shape_change_is_caught_after_training_calls(cfg: tl.CausalConfig) -> None:
+    class EvalTrims(Layer[Embedded, Embedded]):
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            return x if self.training else x[:, :-1]
+
+    layer = EvalTrims(cfg).train()
+    layer(torch.randn(2, 4, cfg.d_model))  # passes and is remembered for training mode
+    with pytest.raises(tl.ShapeError, match="its result expected"):
+        layer.eval()(torch.randn(2, 4, cfg.d_model))

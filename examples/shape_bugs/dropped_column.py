@@ -10,7 +10,7 @@ from typedlm.shapes import Embedded, Logits, TokenIds
 
 from ._common import cfg
 
-CAUGHT_AT = "first call"
+CAUGHT_AT = "check"
 MESSAGE = "its result expected"
 
 

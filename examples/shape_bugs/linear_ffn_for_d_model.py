@@ -11,7 +11,7 @@ from typedlm.shapes import Embedded, Logits, TokenIds
 from ._common import cfg
 
 CAUGHT_AT = "check"
-MESSAGE = "mat1 and mat2 shapes cannot be multiplied"
+MESSAGE = "Readout: torch RuntimeError at examples/shape_bugs/linear_ffn_for_d_model.py:25"
 
 
 class Readout(Layer[Embedded, Logits]):

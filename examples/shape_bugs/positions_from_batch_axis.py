@@ -11,7 +11,7 @@ from typedlm.shapes import Embedded, Logits, TokenIds
 from ._common import cfg
 
 CAUGHT_AT = "check"
-MESSAGE = "The size of tensor a"
+MESSAGE = "LearnedPositions: torch RuntimeError at examples/shape_bugs/positions_from_batch_axis.py:25"
 
 
 class LearnedPositions(Layer[Embedded, Embedded]):

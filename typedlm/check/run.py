@@ -204,7 +204,7 @@ class _Checker:
         first, second = free_sizes(env)
         errors = [self.call_function(fn, sig.params, cfg, env, free) for free in (first, second)]
         if errors[0] is not None:
-            self.problem(target, f"{target.name}: {_error_text(errors[0])} (probe with {first.text()}, {_config_text(env)})", "shape", errors[0])
+            self.problem(target, f"{_named(target.name, errors[0])} (probe with {first.text()}, {_config_text(env)})", "shape", errors[0])
         elif errors[1] is not None:
             message = f"{target.name} works with {first.text()} but not {second.text()}: is a size hard-coded? {_error_text(errors[1])}"
             self.problem(target, message, "hard-coded-size", errors[1])
@@ -272,6 +272,12 @@ def _as_shape_error(layer: Layer[Any, Any], error: BaseException) -> BaseExcepti
     if is_torch_shape_error(error):
         return ShapeError(torch_error_message(layer.describe(), error, (), {})).with_traceback(error.__traceback__)
     return error
+
+
+def _named(name: str, error: BaseException) -> str:
+    """The error's text, beginning with ``name`` (a checked call's own ShapeError already does)."""
+    text = _error_text(error)
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 
 def _error_text(error: BaseException) -> str:
