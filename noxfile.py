@@ -1,4 +1,5 @@
-"""Project tasks: ``nox -s typecheck tests`` (what CI runs), ``nox -s lint``, ``nox -s bench``, ``nox -s text_gpt2``.
+"""Project tasks: ``nox -s typecheck tests check`` (what CI runs), ``nox -s lint``, ``nox -s bench``,
+``nox -s text_gpt2``.
 
 Environments are reused between runs, and reinstalled only when ``pyproject.toml`` or the torch choice
 changes, so a second run starts in seconds.
@@ -17,7 +18,7 @@ from pathlib import Path
 import nox
 
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["typecheck", "tests"]
+nox.options.sessions = ["typecheck", "tests", "check"]
 
 ROOT = Path(__file__).parent
 CPU_TORCH = "torch==2.13.0"
@@ -56,6 +57,13 @@ def tests(session: nox.Session) -> None:
     """The test suite without slow tests (``nox -s tests -- -m slow`` runs those)."""
     install(session, "dev")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """``typedlm check`` (shape traces and model invariants before any run) on examples/, or on the given paths."""
+    install(session, "examples")
+    session.run("typedlm", "check", *(session.posargs or ["examples/"]))
 
 
 @nox.session

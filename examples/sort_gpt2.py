@@ -132,6 +132,7 @@ def draw(n: int, task: Task, *, held_out: bool, generator: torch.Generator) -> I
     return torch.cat(rows)[:n]
 
 
+@tl.checked
 def make_batch(
     sequences: Int64[Tensor, "batch length"],
 ) -> tuple[Int64[Tensor, "batch seq"], Int64[Tensor, "batch seq"], Bool[Tensor, "batch seq"]]:
@@ -170,6 +171,7 @@ def train(model: tl.models.GPT2, config: SortConfig) -> list[float]:
     return losses
 
 
+@tl.checked
 def sort_greedily(model: tl.models.GPT2, sequences: Int64[Tensor, "n length"]) -> Int64[Tensor, "n length"]:
     """The model's sorted copy of each sequence: ``length`` argmax tokens after the sequence."""
     length = sequences.shape[1]

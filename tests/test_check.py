@@ -16,7 +16,7 @@ from typedlm.check.cli import main
 from typedlm.check.probe import free_sizes
 from typedlm.dims import DimEnv
 
-HEADER = '''
+HEADER = """
 import contextlib
 import math
 from collections.abc import Iterator
@@ -31,7 +31,7 @@ from typedlm.layer import Layer
 from typedlm.shapes import Embedded, Logits, TokenIds
 
 cfg = tl.CausalConfig(batch=4, seq_len=16, vocab=32, heads=2, head_dim=8, ffn_hidden=64, layers=1)
-'''
+"""
 
 
 CFG = tl.CausalConfig(batch=4, seq_len=16, vocab=32, heads=2, head_dim=8, ffn_hidden=64, layers=1)
@@ -52,7 +52,10 @@ def errors_of(path: Path) -> list[tuple[str, int, str, str]]:
 
 
 def test_a_torch_error_inside_a_forward_is_reported_at_its_line(tmp_path: Path) -> None:
-    path, line = write(tmp_path, "trace_bug", '''
+    path, line = write(
+        tmp_path,
+        "trace_bug",
+        """
         class Readout(Layer[Embedded, Logits]):
             def __init__(self, config: tl.CausalConfig) -> None:
                 super().__init__(config)
@@ -60,59 +63,84 @@ def test_a_torch_error_inside_a_forward_is_reported_at_its_line(tmp_path: Path) 
 
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq vocab"]:
                 return self.proj(x)  # BUG
-    ''')
+    """,
+    )
     [(name, reported, code, message)] = errors_of(path)
     assert (name, reported, code) == ("trace_bug.py", line, "shape")
     assert message.startswith("Readout: torch RuntimeError at") and "d_model=18" in message and "ffn=28" in message
 
 
 def test_a_hard_coded_batch_size_is_told_from_a_hard_coded_seq(tmp_path: Path) -> None:
-    path, line = write(tmp_path, "hard_coded", '''
+    path, line = write(
+        tmp_path,
+        "hard_coded",
+        """
         class Flatten(Layer[Embedded, Embedded]):
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return x.reshape(2, x.shape[1], -1)  # BUG
-    ''')
+    """,
+    )
     [(name, reported, code, message)] = errors_of(path)
-    assert (name, code) == ("hard_coded.py", "hard-coded-size")
+    assert (name, reported, code) == ("hard_coded.py", line - 1, "hard-coded-size")  # no torch error: at the forward
     assert "works with batch=2 but not batch=4" in message and "seq=" not in message.split(":")[0]
 
 
 def test_a_hard_coded_seq_is_named(tmp_path: Path) -> None:
     first, second = free_sizes(DimEnv.from_config(CFG))  # the module's cfg; the seq of the first trace is hard-coded
-    path, line = write(tmp_path, "hard_seq", f'''
+    path, line = write(
+        tmp_path,
+        "hard_seq",
+        f"""
         class Window(Layer[Embedded, Embedded]):
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return x.view(x.shape[0], {first.seq}, -1)  # BUG
-    ''')
+    """,
+    )
     [(_, reported, code, message)] = errors_of(path)
     assert (reported, code) == (line, "hard-coded-size")
     assert f"works with seq={first.seq} but not seq={second.seq}" in message and "batch=" not in message
 
 
 def test_a_causal_leak_is_reported_at_the_forward(tmp_path: Path) -> None:
-    path, _ = write(tmp_path, "leak", '''
+    path, _ = write(
+        tmp_path,
+        "leak",
+        """
         class Smooth(Layer[Embedded, Embedded]):
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return (x + x.roll(-1, dims=1)) / 2
-    ''')
+    """,
+    )
     [(name, reported, code, message)] = errors_of(path)
-    forward_line = path.read_text().splitlines().index("    def forward(self, x: Float[Tensor, \"batch seq d_model\"]) -> Float[Tensor, \"batch seq d_model\"]:") + 1
+    forward_line = (
+        path.read_text()
+        .splitlines()
+        .index('    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:')
+        + 1
+    )
     assert (name, reported, code) == ("leak.py", forward_line, "causal")
     assert "Smooth: the output at position 0 changes when the input at position 1 changes" in message
 
 
 def test_batch_mixing_is_reported(tmp_path: Path) -> None:
-    path, _ = write(tmp_path, "mixing", '''
+    path, _ = write(
+        tmp_path,
+        "mixing",
+        """
         class Center(Layer[Embedded, Embedded]):
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return x - x.mean(dim=0)
-    ''')
+    """,
+    )
     [(_, _, code, message)] = errors_of(path)
     assert code == "batch-mixing" and "Center: the output of sample 1 changes when sample 0 changes" in message
 
 
 def test_cached_decoding_that_differs_from_a_full_forward_is_reported(tmp_path: Path) -> None:
-    path, line = write(tmp_path, "cache_bug", '''
+    path, _ = write(
+        tmp_path,
+        "cache_bug",
+        '''
         class Forgetful(Layer[TokenIds, Logits]):
             """Claims to decode with a cache, but keeps none: each step sees one token."""
 
@@ -126,16 +154,22 @@ def test_cached_decoding_that_differs_from_a_full_forward_is_reported(tmp_path: 
             @contextlib.contextmanager
             def kv_cache(self, batch: int) -> Iterator[None]:
                 yield
-    ''')
+    ''',
+    )
     [(_, _, code, message)] = errors_of(path)
     assert code == "cache" and "differs from one full forward at position 1" in message
 
 
 def test_a_checked_function_is_traced_with_probe_tensors(tmp_path: Path) -> None:
-    path, line = write(tmp_path, "function_bug", '''
+    path, line = write(
+        tmp_path,
+        "function_bug",
+        """
         @tl.checked
-        def pooled(x: Float[Tensor, "batch seq d_model"], w: Float[Tensor, "d_model vocab"]) -> Float[Tensor, "batch vocab"]:
-            return x.mean(dim=1) @ w.T  # BUG
+        def pooled(
+            x: Float[Tensor, "batch seq d_model"], w: Float[Tensor, "vocab d_model"]
+        ) -> Float[Tensor, "batch vocab"]:
+            return x.mean(dim=1) @ w  # BUG: the (vocab, d_model) table needs .T
 
         @tl.checked
         def lm_loss(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
@@ -144,10 +178,18 @@ def test_a_checked_function_is_traced_with_probe_tensors(tmp_path: Path) -> None
         @tl.checked
         def good_loss(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
             return tl.losses.next_token_cross_entropy(model(ids), ids)
-    ''')
+    """,
+    )
     found = errors_of(path)
-    decorator = path.read_text().splitlines().index("def lm_loss(model: Layer[TokenIds, Logits], ids: Int[Tensor, \"batch seq\"]) -> Float[Tensor, \"\"]:")
-    assert [(n, ln, c) for n, ln, c, _ in found] == [("function_bug.py", line, "shape"), ("function_bug.py", decorator, "target-leak")]
+    decorator = (
+        path.read_text()
+        .splitlines()
+        .index('def lm_loss(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:')
+    )
+    assert [(n, ln, c) for n, ln, c, _ in found] == [
+        ("function_bug.py", line, "shape"),
+        ("function_bug.py", decorator, "target-leak"),
+    ]
     assert found[0][3].startswith("pooled: torch RuntimeError")
     assert "lm_loss: the loss is" in found[1][3] and "targets are not shifted" in found[1][3]
 
@@ -229,17 +271,21 @@ def test_a_valid_program_passes_and_skipped_layers_are_listed(tmp_path: Path) ->
 
 
 def test_the_command_line_prints_like_mypy_and_exits_1_on_errors(tmp_path: Path) -> None:
-    bug, line = write(tmp_path, "cli_bug", '''
+    bug, line = write(
+        tmp_path,
+        "cli_bug",
+        """
         class Half(Layer[Embedded, Embedded]):
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return x[..., ::2]  # BUG
-    ''')
+    """,
+    )
     run = subprocess.run(
         [sys.executable, "-m", "typedlm", "check", str(bug)], capture_output=True, text=True, cwd=tmp_path, check=False
     )
     assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr
     first, summary = run.stdout.strip().splitlines()
-    assert first.startswith("cli_bug.py:") and first.endswith("[shape]") and ": error: Half:" in first
+    assert first.startswith(f"cli_bug.py:{line - 1}: error: Half:") and first.endswith("[shape]")  # the forward
     assert summary.startswith("checked 1 layer, 0 models, 0 functions in") and summary.endswith("found 1 error")
 
 
@@ -253,11 +299,15 @@ def test_json_output_and_exit_0_when_clean(tmp_path: Path, capsys: pytest.Captur
 def test_an_import_failure_and_a_missing_target_are_errors_not_tracebacks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    broken, _ = write(tmp_path, "broken", '''
+    broken, _ = write(
+        tmp_path,
+        "broken",
+        """
         class Wrong(Layer[Embedded, Logits]):
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return x
-    ''')
+    """,
+    )
     assert main([str(broken), str(tmp_path / "missing.py")]) == 1
     out = capsys.readouterr().out
     assert "broken.py:" in out and "cannot import broken: ShapeError" in out and "[import]" in out
@@ -267,3 +317,14 @@ def test_an_import_failure_and_a_missing_target_are_errors_not_tracebacks(
 def test_the_projects_examples_pass() -> None:
     report = check(["examples"], exclude=[r"^examples/shape_bugs/(?!_)\w+\.py$"])
     assert report.errors == [], report.format()
+
+
+def test_the_typedlm_command_and_its_usage(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "typedlm"  # the console script pyproject installs
+    assert script.exists(), "pip install -e . installs the typedlm command"
+    ok = subprocess.run([str(script), "check", "--help"], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "[causal]" in ok.stdout and "exit status" in ok.stdout
+    wrong = subprocess.run(
+        [sys.executable, "-m", "typedlm", "chek"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert wrong.returncode == 2 and "unknown command 'chek'" in wrong.stderr and "Traceback" not in wrong.stderr

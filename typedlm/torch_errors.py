@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 _LIBRARY_DIRS = tuple(
-    str(Path(module.__file__ or "").parent.resolve()) + "/" for module in (torch, jaxtyping, beartype)
-) + (str(Path(__file__).parent.resolve()) + "/",)
+    str(Path(file).parent.resolve()) + "/" for file in (torch.__file__, jaxtyping.__file__, beartype.__file__, __file__)
+)
 """torch, jaxtyping, beartype and typedlm itself: a frame there is never where the user's bug is."""
 _STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + "/"
 

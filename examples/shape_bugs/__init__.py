@@ -2,8 +2,9 @@
 
 A bug module defines ``build()`` (make the model), ``run(model)`` (use it once), ``CAUGHT_AT`` (where
 typedlm stops the program: ``import``, ``construction``, ``check`` — ``python -m typedlm check`` on the
-module, before any training — or ``first call``) and ``MESSAGE`` (a fragment of what the user reads). A line that mypy must reject is marked ``# E: code``. The modules
-are imported by name, never statically, so a mypy run over this package does not follow into them.
+module, before any training — or ``first call``) and ``MESSAGE`` (a fragment of what the user reads).
+A line that mypy must reject is marked ``# E: code``. The modules are imported by name, never
+statically, so a mypy run over this package does not follow into them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Heads merged without the transpose back: ``(batch, heads, seq, head_dim)`` reshaped straight to ``(batch, seq, d_model)``."""
+"""Heads merged without the transpose back: ``(batch, heads, seq, head_dim)`` reshaped to ``(batch, seq, d_model)``."""
 
 import torch
 import torch.nn.functional as F

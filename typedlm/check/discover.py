@@ -112,7 +112,7 @@ def load(targets: Sequence[str], exclude: Sequence[str] = ()) -> Loaded:
             seen.add(name)
             try:
                 modules.append(importlib.import_module(name))
-            except Exception as error:  # noqa: BLE001  (any import failure is reported, never a traceback)
+            except Exception as error:
                 problems.append(_import_problem(name, file, error))
     return Loaded(modules, problems)
 
@@ -141,7 +141,9 @@ def _assignment_lines(module: ModuleType) -> dict[str, int]:
         return {}
     lines: dict[str, int] = {}
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         for target in targets:
             if isinstance(target, ast.Name):
                 lines.setdefault(target.id, node.lineno)
@@ -155,7 +157,9 @@ def _returns_layer(fn: Callable[..., Any]) -> bool:
         hints = typing.get_type_hints(fn)
     except (NameError, TypeError, ValueError):
         return False
-    if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+    if any(
+        p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()
+    ):
         return False
     returned = hints.get("return")
     origin = typing.get_origin(returned) or returned

@@ -41,7 +41,9 @@ def _changed(x: Tensor, index: tuple[Any, ...], generator: torch.Generator, voca
     elif x.dtype == torch.bool:
         changed[index] = ~part
     else:
-        changed[index] = (part + torch.randint(1, max(vocab, 2), part.shape, generator=generator).to(part)) % max(vocab, 2)
+        changed[index] = (part + torch.randint(1, max(vocab, 2), part.shape, generator=generator).to(part)) % max(
+            vocab, 2
+        )
     return changed
 
 
@@ -108,7 +110,10 @@ def cached_decoding(model: Layer[Any, Any], ids: Tensor) -> str | None:
     for t, step in enumerate(steps):
         if not _close(full[:, t : t + 1], step):
             diff = float((full[:, t : t + 1] - step).abs().max())
-            return f"decoding token by token with the KV cache differs from one full forward at position {t} (max |diff| {diff:.3g})"
+            return (
+                f"decoding token by token with the KV cache differs from one full forward at position {t} "
+                f"(max |diff| {diff:.3g})"
+            )
     return None
 
 

@@ -145,7 +145,7 @@ def build_layer(cls: type[Layer[Any, Any]]) -> Layer[Any, Any]:
     ]
     if not parameters or required:
         needs = ", ".join(required) if required else "no config"
-        raise CannotProbe(f"{cls.__qualname__}: its constructor needs more than a config ({needs})")
+        raise CannotProbe(f"its constructor needs more than a config ({needs})")
     torch.manual_seed(0)
     return cls(probe_config(_config_type(cls)))
 
@@ -162,9 +162,7 @@ class ProbeCall:
     free: FreeSizes
 
 
-def layer_call(
-    layer: Layer[Any, Any], free: FreeSizes, *, device: torch.device | str, seed: int = 0
-) -> ProbeCall:
+def layer_call(layer: Layer[Any, Any], free: FreeSizes, *, device: torch.device | str, seed: int = 0) -> ProbeCall:
     """Arguments for ``layer``'s forward: its input, plus any other annotated tensor it requires."""
     generator = None if torch.device(device).type == "meta" else torch.Generator().manual_seed(seed)
     sizes = dim_sizes(layer.dim_env, free)
@@ -174,7 +172,9 @@ def layer_call(
             break
         if not param.specs:
             raise CannotProbe(f"{layer.describe()}: forward parameter {param.name!r} is not an annotated tensor")
-        args.append(probe_tensor(param.specs[0], sizes, device=device, generator=generator).to(_device_of(layer, device)))
+        args.append(
+            probe_tensor(param.specs[0], sizes, device=device, generator=generator).to(_device_of(layer, device))
+        )
     return ProbeCall(tuple(args), {}, free)
 
 

@@ -43,6 +43,9 @@ from typedlm.layer import Layer, declared_io
 from typedlm.shapes import literal_dims
 from typedlm.torch_errors import is_torch_shape_error, torch_error_message, user_location
 
+PLAIN_PROBES: dict[object, object] = {int: 3, float: 0.5, bool: False}
+"""Values for plain parameters without a default (a count, a rate, a switch)."""
+
 DEFAULT_MAX_PARAMS = 30_000_000
 """Models with more parameters get the shape traces (on meta) but not the invariants (real compute)."""
 
@@ -56,16 +59,22 @@ class _Checker:
 
     # --- reporting ----------------------------------------------------------------------------------
 
-    def problem(self, target: Target, message: str, code: str, error: BaseException | None = None) -> None:
+    def problem(
+        self, target: Target, message: str, code: str, error: BaseException | None = None, layer: object = None
+    ) -> None:
+        """Report at the user's line in the error's traceback, else at the layer's forward or the target."""
         location = None
         for e in (error, getattr(error, "__cause__", None)):
             if e is not None:
                 location = user_location(e.__traceback__) or location
-        path, line = (location.path, location.line) if location else (target.path, target.line)
+        fallback = _definition(target, layer) if isinstance(layer, Layer) else (target.path, target.line)
+        path, line = (location.path, location.line) if location else fallback
         self.report.problems.append(Problem(path, line, message, code))
 
     def skipped(self, target: Target, why: str) -> None:
-        self.report.problems.append(Problem(target.path, target.line, f"skipped {target.name}: {why}", "skipped", "note"))
+        self.report.problems.append(
+            Problem(target.path, target.line, f"skipped {target.name}: {why}", "skipped", "note")
+        )
 
     # --- targets ------------------------------------------------------------------------------------
 
@@ -106,7 +115,7 @@ class _Checker:
                 model = factory()
         except (ShapeError, ConfigError):
             raise
-        except Exception:  # noqa: BLE001  (a factory that cannot build on meta is built for real)
+        except Exception:
             model = factory()
         if model.parameters() and next(model.parameters(), torch.empty(0)).device.type == "meta":
             if sum(p.numel() for p in model.parameters()) <= self.max_params:
@@ -123,11 +132,12 @@ class _Checker:
         first, second = free_sizes(layer.dim_env)
         failed = self.trace(layer, first)
         if failed is not None:
-            self.problem(target, self.shape_message(target, layer, failed, first), "shape", failed)
+            self.problem(target, self.shape_message(target, layer, failed, first), "shape", failed, layer)
             return
         failed = self.trace(layer, second)
         if failed is not None:
-            self.problem(target, self.hard_coded_message(layer, failed, first, second), "hard-coded-size", failed)
+            message = self.hard_coded_message(layer, failed, first, second)
+            self.problem(target, message, "hard-coded-size", failed, layer)
             return
         if real:
             self.run_invariants(target, layer, first)
@@ -139,14 +149,14 @@ class _Checker:
             return None
         except CannotProbe:
             raise
-        except Exception as error:  # noqa: BLE001  (every failure is a finding)
+        except Exception as error:
             if not is_meta_limitation(error):
                 return _as_shape_error(layer, error)
         try:
             with invariants.evaluating(layer):
                 layer(*layer_call(layer, free, device="cpu").args)
             return None
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return _as_shape_error(layer, error)
 
     def shape_message(self, target: Target, layer: Layer[Any, Any], error: BaseException, free: FreeSizes) -> str:
@@ -204,18 +214,24 @@ class _Checker:
         first, second = free_sizes(env)
         errors = [self.call_function(fn, sig.params, cfg, env, free) for free in (first, second)]
         if errors[0] is not None:
-            self.problem(target, f"{_named(target.name, errors[0])} (probe with {first.text()}, {_config_text(env)})", "shape", errors[0])
+            self.problem(
+                target,
+                f"{_named(target.name, errors[0])} (probe with {first.text()}, {_config_text(env)})",
+                "shape",
+                errors[0],
+            )
         elif errors[1] is not None:
-            message = f"{target.name} works with {first.text()} but not {second.text()}: is a size hard-coded? {_error_text(errors[1])}"
+            message = (
+                f"{target.name} works with {first.text()} but not {second.text()}: is a size hard-coded? "
+                f"{_error_text(errors[1])}"
+            )
             self.problem(target, message, "hard-coded-size", errors[1])
         else:
             found = self.leak_of(fn, sig.params, cfg, env, first)
             if found:
                 self.problem(target, f"{target.name}: {found}", "target-leak")
 
-    def function_kwargs(
-        self, params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes
-    ) -> dict[str, Any]:
+    def function_kwargs(self, params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(4)
         sizes = dim_sizes(env, free)
         kwargs: dict[str, Any] = {}
@@ -224,10 +240,15 @@ class _Checker:
                 kwargs[param.name] = probe_tensor(param.specs[0], sizes, device="cpu", generator=generator)
             elif param.default is not inspect.Parameter.empty:
                 continue
+            elif param.hint in PLAIN_PROBES:
+                kwargs[param.name] = PLAIN_PROBES[param.hint]
             elif _layer_type(param.hint) is not None:
                 kwargs[param.name] = _stock_model(param.hint, cfg)
             else:
-                raise CannotProbe(f"parameter {param.name!r} is neither an annotated tensor nor a Layer, and has no default")
+                raise CannotProbe(
+                    f"parameter {param.name!r} is not an annotated tensor, a Layer, an int, a float or a bool, "
+                    "and has no default"
+                )
         return kwargs
 
     def call_function(
@@ -238,7 +259,7 @@ class _Checker:
             with checks.mode("full"):
                 fn(**kwargs)
             return None
-        except Exception as error:  # noqa: BLE001  (every failure is a finding)
+        except Exception as error:
             if is_torch_shape_error(error):
                 return ShapeError(f"torch {type(error).__name__}: {str(error).strip().splitlines()[0]}").with_traceback(
                     error.__traceback__
@@ -288,7 +309,7 @@ def _guarded(run: Callable[[], str | None], *, quiet: bool = False) -> str | Non
     """Run an invariant; an error it raises is itself the finding (unless ``quiet``)."""
     try:
         return run()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return None if quiet else _error_text(error)
 
 
@@ -367,9 +388,7 @@ def check_modules(modules: Sequence[ModuleType], *, max_params: int = DEFAULT_MA
     return report
 
 
-def check(
-    targets: Sequence[str], *, exclude: Sequence[str] = (), max_params: int = DEFAULT_MAX_PARAMS
-) -> Report:
+def check(targets: Sequence[str], *, exclude: Sequence[str] = (), max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     """Import ``targets`` (paths or module names) and check everything in them."""
     started = time.perf_counter()
     loaded = load(targets, exclude)
