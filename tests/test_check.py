@@ -13,7 +13,7 @@ import pytest
 import typedlm as tl
 from typedlm.check import check
 from typedlm.check.cli import main
-from typedlm.check.probe import free_sizes
+from typedlm.check.probe import free_sizes, probe_config
 from typedlm.dims import DimEnv
 
 HEADER = """
@@ -86,7 +86,7 @@ def test_a_hard_coded_batch_size_is_told_from_a_hard_coded_seq(tmp_path: Path) -
 
 
 def test_a_hard_coded_seq_is_named(tmp_path: Path) -> None:
-    first, second = free_sizes(DimEnv.from_config(CFG))  # the module's cfg; the seq of the first trace is hard-coded
+    first, second = free_sizes(DimEnv.from_config(probe_config()))  # a layer class is built at the probe config
     path, line = write(
         tmp_path,
         "hard_seq",
@@ -328,3 +328,130 @@ def test_the_typedlm_command_and_its_usage(tmp_path: Path) -> None:
         [sys.executable, "-m", "typedlm", "chek"], capture_output=True, text=True, cwd=tmp_path, check=False
     )
     assert wrong.returncode == 2 and "unknown command 'chek'" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+ODD_BUT_VALID = '''
+import abc
+
+
+class Base(Layer[Embedded, Embedded], abc.ABC):
+    """An abstract base: skipped, not an error."""
+
+    @abc.abstractmethod
+    def scale(self) -> float: ...
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        return x * self.scale()
+
+
+class EvenHeads(Layer[Embedded, Embedded]):
+    """Refuses the probe config (3 heads): skipped with the reason, the run goes on."""
+
+    def __init__(self, config: tl.CausalConfig) -> None:
+        super().__init__(config)
+        if config.heads % 2:
+            raise ValueError("needs an even number of heads")
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        return x
+
+
+class WithMask(Layer[Embedded, Embedded]):
+    """The caller passes the attention mask (keyword-only): traced, invariants skipped."""
+
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], *, mask: Float[Tensor, "seq seq"]
+    ) -> Float[Tensor, "batch seq d_model"]:
+        return mask @ x
+
+
+@tl.checked
+def z_loss(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+    """Ignores its targets: no target leak."""
+    return torch.logsumexp(model(ids), dim=-1).pow(2).mean()
+
+
+@tl.checked
+def decode(model: tl.models.GPT2, prompt: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch seq+2"]:
+    """Two greedy tokens with the cache: the probe leaves room for them."""
+    return model.generate(prompt, 2, greedy=True)
+
+
+half = tl.models.GPT2(cfg).to(torch.bfloat16)
+
+
+def sys_exit_is_not_called_at_import() -> None: ...
+'''
+
+
+def test_odd_but_valid_code_is_skipped_or_passes_never_a_false_alarm(tmp_path: Path) -> None:
+    path, _ = write(tmp_path, "odd", ODD_BUT_VALID)
+    report = check([str(path)])
+    assert report.errors == [], report.format()
+    notes = {p.message.split(":")[0]: p.message for p in report.problems if p.code == "skipped"}
+    assert "abstract" in notes["skipped Base"] and "needs an even number of heads" in notes["skipped EvenHeads"]
+    assert "needs more tensors than its input" in notes["skipped WithMask"]
+
+
+def test_training_mode_mixing_and_a_prefill_only_cache_bug_are_found(tmp_path: Path) -> None:
+    path, _ = write(
+        tmp_path,
+        "train_mode",
+        '''
+        class BatchNormed(Layer[Embedded, Embedded]):
+            """BatchNorm over the features: in training it uses the batch's statistics."""
+
+            def __init__(self, config: tl.CausalConfig) -> None:
+                super().__init__(config)
+                self.norm = torch.nn.BatchNorm1d(config.d_model)
+
+            def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+                out: Tensor = self.norm(x.transpose(1, 2)).transpose(1, 2)
+                return out
+
+
+        class LastOnly(Layer[TokenIds, Logits]):
+            """Keeps only the newest position of each call in its cache: right one token at a time only."""
+
+            def __init__(self, config: tl.CausalConfig) -> None:
+                super().__init__(config)
+                self.gpt = tl.models.GPT2(config)
+                self.cached = False
+
+            def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
+                if self.cached and ids.shape[1] > 1:
+                    return torch.cat([self.gpt(ids[:, :-1]), self.gpt(ids)[:, -1:]], dim=1) * 0.5
+                return self.gpt(ids, start_pos) if not self.cached else self.gpt(ids)
+
+            @contextlib.contextmanager
+            def kv_cache(self, batch: int) -> Iterator[None]:
+                self.cached = True
+                try:
+                    yield
+                finally:
+                    self.cached = False
+    ''',
+    )
+    found = {code: message for _, _, code, message in errors_of(path)}
+    assert "BatchNormed in training mode: the output at position" in found["causal"]  # it mixes positions too
+    assert "decoding with the KV cache" in found["cache"] and "LastOnly" in found["cache"]
+
+
+def test_modules_of_the_same_name_in_two_folders_are_both_checked(tmp_path: Path) -> None:
+    for folder, body in (("one", "return x"), ("two", "return x.flip(1)")):
+        (tmp_path / folder).mkdir()
+        write(
+            tmp_path / folder,
+            "model",
+            f"""
+            class Layer_{folder}(Layer[Embedded, Embedded]):
+                def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+                    {body}
+        """,
+        )
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(4)\n")
+    report = check([str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path / "exits.py")])
+    assert report.layers == 2
+    found = sorted((Path(p.path).parent.name, p.code, p.message) for p in report.errors)
+    assert [(folder, code) for folder, code, _ in found] == [(tmp_path.name, "import"), ("two", "causal")]
+    assert "SystemExit: 4" in found[0][2]

@@ -144,13 +144,33 @@ def test_a_torch_error_inside_a_forward_is_a_shape_error_naming_layer_line_and_s
         assert isinstance(caught.value.__cause__, RuntimeError)
 
 
-def test_out_of_memory_and_a_users_own_errors_are_not_rewritten(cfg: tl.CausalConfig) -> None:
+def test_a_users_own_errors_and_non_shape_torch_errors_are_not_rewritten(cfg: tl.CausalConfig) -> None:
     class Refuses(Layer[Embedded, Embedded]):
-        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
-            raise ValueError("my own rule")
+        def __init__(self, cfg: tl.CausalConfig, error: Exception) -> None:
+            super().__init__(cfg)
+            self.error = error
+            self.parts = torch.nn.ModuleList([torch.nn.Identity()])
+            self.leaf = torch.nn.Parameter(torch.ones(1))
 
-    with pytest.raises(ValueError, match="my own rule"):
-        Refuses(cfg)(torch.randn(1, 2, cfg.d_model))
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            if isinstance(self.error, IndexError):
+                out: Tensor = self.parts[3](x)  # a Python index error, not a shape
+                return out
+            if isinstance(self.error, ArithmeticError):
+                self.leaf.add_(1.0)  # autograd refuses an in-place change of a leaf: not a shape either
+            raise self.error
+
+    for error in (ValueError("my own rule"), RuntimeError("call setup() first"), IndexError(), ArithmeticError()):
+        expected = RuntimeError if isinstance(error, ArithmeticError) else type(error)
+        with pytest.raises(expected) as caught:
+            Refuses(cfg, error)(torch.randn(1, 2, cfg.d_model))
+        assert not isinstance(caught.value, tl.ShapeError)
+
+
+def test_a_converted_torch_error_is_still_its_own_class(cfg: tl.CausalConfig) -> None:
+    with pytest.raises(RuntimeError) as caught:  # code written for plain torch keeps working
+        _WrongReadout(cfg)(torch.randn(2, 5, cfg.d_model))
+    assert isinstance(caught.value, tl.ShapeError) and type(caught.value).__name__ == "ShapeError"
 
 
 def test_an_eval_only_shape_change_is_caught_after_training_calls(cfg: tl.CausalConfig) -> None:

@@ -80,9 +80,22 @@ def sample_windows(
 
 
 def sample_batch(
-    tokens: Tokens, **window_options: Any
+    tokens: Tokens,
+    *,
+    batch: int,
+    seq_len: int,
+    seed: int,
+    step: int,
+    micro_step: int = 0,
+    micro_steps: int = 1,
+    rank: int = 0,
+    world: int = 1,
+    stream: int = TRAIN_STREAM,
 ) -> tuple[Int64[Tensor, "batch seq_len"], Int64[Tensor, "batch seq_len"]]:
     """Inputs and next-token targets, both ``(batch, seq_len)``: the windows of `sample_windows` (same
-    options) without their last and without their first id."""
-    windows = sample_windows(tokens, **window_options)
+    arguments) without their last and without their first id."""
+    windows = sample_windows(
+        tokens, batch=batch, seq_len=seq_len, seed=seed, step=step, micro_step=micro_step,
+        micro_steps=micro_steps, rank=rank, world=world, stream=stream,
+    )  # fmt: skip
     return windows[:, :-1], windows[:, 1:]

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from typedlm.dims import Bindings, DimEnv, TensorSpec, match_tensor, specs_of
 from typedlm.errors import ConfigError, ShapeError
-from typedlm.torch_errors import is_torch_shape_error, torch_error_message
+from typedlm.torch_errors import is_torch_shape_error, shape_error_from, torch_error_message
 
 Mode = Literal["full", "boundary", "off"]
 MODES: tuple[Mode, ...] = ("full", "boundary", "off")
@@ -88,6 +88,8 @@ class Param:
     hint: object
     specs: tuple[TensorSpec, ...]
     default: object
+    keyword_only: bool = False
+    positional_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,14 @@ class CallSignature:
         hints = typing.get_type_hints(fn, include_extras=True)
         parameters = list(inspect.signature(fn).parameters.values())[1 if method else 0 :]
         params = tuple(
-            Param(p.name, hints.get(p.name, _EMPTY), specs_of(hints.get(p.name)), p.default)
+            Param(
+                p.name,
+                hints.get(p.name, _EMPTY),
+                specs_of(hints.get(p.name)),
+                p.default,
+                keyword_only=p.kind == p.KEYWORD_ONLY,
+                positional_only=p.kind == p.POSITIONAL_ONLY,
+            )
             for p in parameters
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         )
@@ -339,7 +348,7 @@ def _checked_call(call: Callable[..., Any]) -> Callable[..., Any]:
         except (RuntimeError, IndexError, ValueError) as error:
             if not is_torch_shape_error(error):
                 raise
-            raise ShapeError(torch_error_message(owner.describe(), error, args, kwargs)) from error
+            raise shape_error_from(error, torch_error_message(owner.describe(), error, args, kwargs)) from error
         _check_result_of(owner, out, bindings, key, args, kwargs)
         return out
 
@@ -392,12 +401,11 @@ def install_layer_checks(cls: type, *, boundary: bool) -> None:
 class FunctionChecks:
     """A checked function's signature and memory of passed calls; its dims are bound per call.
 
-    ``function`` is the undecorated function; `typedlm check` finds it as ``wrapper.__typedlm_checks__``.
+    `typedlm check` finds it as ``wrapper.__typedlm_checks__``.
     """
 
     _typedlm_signature: CallSignature
     name: str
-    function: Callable[..., Any]
     dim_env: DimEnv = dataclasses.field(default_factory=DimEnv)
     _typedlm_passed: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
     training: bool = False
@@ -412,7 +420,7 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
     Dims are bound per call (a function has no config). With ``TYPEDLM_CHECKS=off`` at import the
     function is returned unwrapped; a later switch to off costs one global read per call.
     """
-    owner = FunctionChecks(CallSignature.of(fn, method=False), fn.__qualname__, fn)
+    owner = FunctionChecks(CallSignature.of(fn, method=False), fn.__qualname__)
     if _mode == "off":
         fn.__typedlm_checks__ = owner  # type: ignore[attr-defined]  # found by `typedlm check` all the same
         return fn

@@ -5,7 +5,9 @@ Torch reports a shape mismatch deep inside an op (``mat1 and mat2 shapes cannot 
 `torch_error_message` adds both, and the shapes of the call's tensor arguments.
 """
 
+import dis
 import linecache
+import re
 import sysconfig
 import traceback
 from pathlib import Path
@@ -16,6 +18,8 @@ import beartype
 import jaxtyping
 import torch
 from torch import Tensor
+
+from typedlm.errors import ShapeError
 
 _LIBRARY_DIRS = tuple(
     str(Path(file).parent.resolve()) + "/" for file in (torch.__file__, jaxtyping.__file__, beartype.__file__, __file__)
@@ -38,7 +42,7 @@ def _is_user_file(filename: str) -> bool:
     resolved = str(Path(filename).resolve())
     if resolved.startswith(_LIBRARY_DIRS):
         return False
-    return not resolved.startswith(_STDLIB) or "site-packages" in resolved
+    return not resolved.startswith(_STDLIB) and "site-packages" not in resolved
 
 
 def user_location(tb: TracebackType | None) -> Location | None:
@@ -60,18 +64,45 @@ def display_path(path: str) -> str:
         return path
 
 
+_SHAPE_WORDS = re.compile(
+    r"\b(sizes?|shapes?|dimensions?|dim|mat[12]|broadcast\w*|out of bounds|rank|reduction dim)\b", re.IGNORECASE
+)
+_CONVERTED = (RuntimeError, IndexError, ValueError)
+
+
 def is_torch_shape_error(error: BaseException) -> bool:
-    """Whether ``error`` is torch refusing an op's arguments (a plain RuntimeError, IndexError or
-    ValueError), not out-of-memory, a missing kernel, a compiler error or a subclass of the user's."""
-    return type(error) in (RuntimeError, IndexError, ValueError) and not _raised_by_python_outside_torch(error)
+    """Whether ``error`` is torch refusing the shapes of an op's arguments.
+
+    A plain RuntimeError, IndexError or ValueError whose message speaks of sizes, shapes or dims, not
+    raised by a ``raise`` statement of the user's. Out-of-memory, a missing kernel, a compiler error, a
+    device mismatch, an autograd error and any subclass are left as they are.
+    """
+    return type(error) in _CONVERTED and bool(_SHAPE_WORDS.search(str(error))) and not _raised_by_user(error)
 
 
-def _raised_by_python_outside_torch(error: BaseException) -> bool:
-    """A ValueError raised by a ``raise`` statement in the user's own code (not by a torch op)."""
-    if type(error) is not ValueError:
-        return False
+def _raised_by_user(error: BaseException) -> bool:
+    """Raised by a ``raise`` statement in a file outside the libraries (the user's own rule)."""
     frames = list(traceback.walk_tb(error.__traceback__))
-    return bool(frames) and _is_user_file(frames[-1][0].f_code.co_filename)
+    if not frames:
+        return False
+    frame, _ = frames[-1]
+    if not _is_user_file(frame.f_code.co_filename):
+        return False
+    instruction = frame.f_code.co_code[frame.f_lasti] if 0 <= frame.f_lasti < len(frame.f_code.co_code) else -1
+    return dis.opname[instruction].startswith(("RAISE", "RERAISE")) if instruction >= 0 else False
+
+
+def _shape_error_class(base: type[BaseException]) -> type[ShapeError]:
+    """A ShapeError that is also a ``base``, so ``except RuntimeError`` around a model call still works."""
+    return type("ShapeError", (ShapeError, base), {"__module__": "typedlm.errors", "__doc__": ShapeError.__doc__})
+
+
+_SHAPE_ERRORS: dict[type[BaseException], type[ShapeError]] = {base: _shape_error_class(base) for base in _CONVERTED}
+
+
+def shape_error_from(error: BaseException, message: str) -> ShapeError:
+    """A ShapeError with ``message`` that is also of ``error``'s own class (RuntimeError, ...)."""
+    return _SHAPE_ERRORS.get(type(error), ShapeError)(message)
 
 
 def _shapes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

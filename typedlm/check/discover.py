@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
+import os
 import pkgutil
 import re
 import sys
@@ -59,12 +61,16 @@ def _package_root(file: Path) -> tuple[Path, str]:
     return folder, ".".join(names)
 
 
+_NEVER_WALKED = frozenset({"__pycache__", "site-packages", "node_modules", "build", "dist", "venv", "env"})
+"""Folders a directory walk skips (with hidden ones and virtual environments): installed or built code."""
+
+
 def _files_under(folder: Path) -> Iterator[Path]:
-    for file in sorted(folder.rglob("*.py")):
-        relative = file.relative_to(folder).parts
-        if file.name == "__main__.py" or any(p.startswith(".") or p == "__pycache__" for p in relative):
-            continue
-        yield file
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(
+            d for d in dirs if not (d.startswith(".") or d in _NEVER_WALKED or (Path(root, d) / "pyvenv.cfg").exists())
+        )
+        yield from (Path(root, f) for f in sorted(files) if f.endswith(".py") and f != "__main__.py")
 
 
 def _module_names(target: str, excluded: Callable[[str], bool]) -> Iterator[tuple[str, str | None]]:
@@ -81,7 +87,10 @@ def _module_names(target: str, excluded: Callable[[str], bool]) -> Iterator[tupl
             yield name, str(file)
         return
     yield target, None
-    spec = importlib.util.find_spec(target) if re.fullmatch(r"[\w.]+", target) else None
+    try:
+        spec = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        return  # the import of the name itself reports it
     if spec is not None and spec.submodule_search_locations:
         for info in pkgutil.walk_packages(spec.submodule_search_locations, prefix=f"{target}."):
             if not info.name.endswith(".__main__"):
@@ -101,27 +110,51 @@ def load(targets: Sequence[str], exclude: Sequence[str] = ()) -> Loaded:
 
     modules: list[ModuleType] = []
     problems: list[Problem] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     for target in targets:
         if not Path(target).exists() and not re.fullmatch(r"[\w.]+", target):
             problems.append(Problem(target, 0, f"no such file, directory or module: {target}", "import"))
             continue
         for name, file in _module_names(target, excluded):
-            if name in seen:
+            if (name, file) in seen:
                 continue
-            seen.add(name)
+            seen.add((name, file))
             try:
-                modules.append(importlib.import_module(name))
-            except Exception as error:
+                modules.append(_import(name, file))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:
                 problems.append(_import_problem(name, file, error))
     return Loaded(modules, problems)
 
 
-def _import_problem(name: str, file: str | None, error: Exception) -> Problem:
-    location = user_location(error.__traceback__)
-    if isinstance(error, ModuleNotFoundError) and error.name == name:
+def _import(name: str, file: str | None) -> ModuleType:
+    """Import ``name``, as ``file`` when given: with ``sys.argv`` set as if the file ran, and under a
+    name of its own when another module already owns that name (two folders' ``model.py``)."""
+    saved = sys.argv
+    sys.argv = [file or name]
+    try:
+        module = importlib.import_module(name)
+        if file is None or Path(getattr(module, "__file__", "") or "").resolve() == Path(file).resolve():
+            return module
+        spec = importlib.util.spec_from_file_location(f"typedlm_check_{len(sys.modules)}_{Path(file).stem}", file)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.argv = saved
+
+
+def _import_problem(name: str, file: str | None, error: BaseException) -> Problem:
+    if isinstance(error, ModuleNotFoundError) and error.name and f"{name}.".startswith(f"{error.name}."):
         return Problem(file or name, 0, f"no such file, directory or module: {name}", "import")
+    location = user_location(error.__traceback__)
     path, line = (location.path, location.line) if location else (file or name, 1)
+    if isinstance(error, SyntaxError):
+        path, line = error.filename or path, error.lineno or line
     return Problem(path, line, f"cannot import {name}: {type(error).__name__}: {error}", "import")
 
 

@@ -9,9 +9,9 @@ no meta kernel.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import itertools
+import re
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,16 +21,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from typedlm.checks import CallSignature
+from typedlm.checks import CallSignature, Param
 from typedlm.config import CausalConfig
 from typedlm.dims import DimEnv, TensorSpec
 from typedlm.layer import Layer
 
-PROBE_SIZES: dict[str, Any] = dict(batch=2, seq_len=13, vocab=37, heads=3, head_dim=6, ffn_hidden=28, layers=2)
-"""d_model = 18: with ffn 28, vocab 37 and seq_len 13, every dim differs from every other."""
+PROBE_SIZES: dict[str, Any] = dict(batch=2, seq_len=23, vocab=37, heads=3, head_dim=6, ffn_hidden=28, layers=2)
+"""d_model = 18: with ffn 28, vocab 37 and seq_len 23, every dim differs from every other."""
 
 MAX_PROBE_SEQ = 12
-"""Traces use at most this many positions, whatever the config allows (keeps big models cheap)."""
+"""Traces use at most this many positions, whatever the config allows (keeps big models cheap), and at
+most half of ``seq_len``, so code that appends positions (decoding) has room."""
 
 
 class CannotProbe(Exception):
@@ -47,11 +48,10 @@ def probe_config(config_type: type[CausalConfig] = CausalConfig) -> CausalConfig
 
 @dataclass(frozen=True)
 class FreeSizes:
-    """Sizes for the dims bound per call, and for names no config binds."""
+    """Sizes for the dims bound per call."""
 
     batch: int
     seq: int
-    others: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def text(self) -> str:
         return f"batch={self.batch}, seq={self.seq}"
@@ -60,9 +60,9 @@ class FreeSizes:
 def free_sizes(env: DimEnv) -> tuple[FreeSizes, FreeSizes]:
     """Two (batch, seq) pairs unlike each other and unlike every config-scoped size of ``env``."""
     taken = {bound.size for bound in env.sizes.values()}
-    max_seq = env.max_seq.size if env.max_seq is not None else MAX_PROBE_SEQ
+    max_seq = env.max_seq.size if env.max_seq is not None else 2 * MAX_PROBE_SEQ
     unused = [n for n in range(2, 4 * MAX_PROBE_SEQ) if n not in taken]
-    seqs = [n for n in unused if n <= min(max_seq, MAX_PROBE_SEQ)][-2:]
+    seqs = [n for n in unused if n <= min(max_seq // 2, MAX_PROBE_SEQ)][-2:]
     if len(seqs) < 2:  # a tiny seq_len: take what fits, even a size a config dim also has
         seqs = ([n for n in range(2, max_seq + 1)][-2:] or [1, 1]) if max_seq >= 2 else [1, 1]
         seqs = seqs if len(seqs) == 2 else [seqs[0], seqs[0]]
@@ -73,7 +73,7 @@ def free_sizes(env: DimEnv) -> tuple[FreeSizes, FreeSizes]:
 def dim_sizes(env: DimEnv, free: FreeSizes) -> dict[str, int]:
     """Every dim name's probe size: the config's, then the free ones."""
     sizes = {name: bound.size for name, bound in env.sizes.items()}
-    sizes.update(batch=free.batch, seq=free.seq, **free.others)
+    sizes.update(batch=free.batch, seq=free.seq)
     return sizes
 
 
@@ -130,15 +130,17 @@ def _config_type(cls: type[Layer[Any, Any]]) -> type[CausalConfig]:
     """The config class ``cls.__init__`` asks for (a `CausalConfig` subclass), else `CausalConfig`."""
     try:
         hints = typing.get_type_hints(cls.__init__)
-        first = next(iter(p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]), None)
+        names = list(inspect.signature(cls.__init__).parameters)
     except (NameError, TypeError, ValueError):
         return CausalConfig
-    wanted = hints.get(first.name) if first is not None else None
+    wanted = hints.get(names[1]) if len(names) > 1 else None
     return wanted if isinstance(wanted, type) and issubclass(wanted, CausalConfig) else CausalConfig
 
 
 def build_layer(cls: type[Layer[Any, Any]]) -> Layer[Any, Any]:
-    """``cls(probe config)``; CannotProbe if its constructor needs more than a config."""
+    """``cls(probe config)``; CannotProbe if its constructor needs more than a config or it is abstract."""
+    if inspect.isabstract(cls):
+        raise CannotProbe("it is abstract")
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     required = [
         p.name for p in parameters[1:] if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
@@ -155,34 +157,53 @@ def build_layer(cls: type[Layer[Any, Any]]) -> Layer[Any, Any]:
 
 @dataclass(frozen=True)
 class ProbeCall:
-    """The arguments of one probe call, and the sizes they were made with."""
+    """The arguments of one probe call."""
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    free: FreeSizes
+
+    def __call__(self, fn: Callable[..., Any]) -> Any:
+        """``fn`` called with these arguments."""
+        return fn(*self.args, **self.kwargs)
 
 
 def layer_call(layer: Layer[Any, Any], free: FreeSizes, *, device: torch.device | str, seed: int = 0) -> ProbeCall:
-    """Arguments for ``layer``'s forward: its input, plus any other annotated tensor it requires."""
+    """Arguments for ``layer``'s forward: its input, plus any other annotated tensor it requires.
+
+    Tensors go where the layer's parameters are, floating ones in the parameters' dtype (a bf16 model
+    gets bf16 probes).
+    """
     generator = None if torch.device(device).type == "meta" else torch.Generator().manual_seed(seed)
     sizes = dim_sizes(layer.dim_env, free)
-    args: list[Any] = []
+    place = _placement(layer, device)
+    call = ProbeCall((), {})
     for index, param in enumerate(layer._typedlm_signature.params):
         if index > 0 and param.default is not inspect.Parameter.empty:
-            break
+            continue
         if not param.specs:
-            raise CannotProbe(f"{layer.describe()}: forward parameter {param.name!r} is not an annotated tensor")
-        args.append(
-            probe_tensor(param.specs[0], sizes, device=device, generator=generator).to(_device_of(layer, device))
-        )
-    return ProbeCall(tuple(args), {}, free)
+            raise CannotProbe(f"forward parameter {param.name!r} is not an annotated tensor and has no default")
+        tensor = probe_tensor(param.specs[0], sizes, device=device, generator=generator)
+        call = with_argument(call, param, place(tensor))
+    return call
 
 
-def _device_of(layer: nn.Module, fallback: torch.device | str) -> torch.device:
-    if torch.device(fallback).type == "meta":
-        return torch.device("meta")
+def with_argument(call: ProbeCall, param: Param, value: object) -> ProbeCall:
+    """``call`` with ``value`` for ``param``: by keyword if the parameter is keyword-only, else by position."""
+    if param.keyword_only:
+        return ProbeCall(call.args, {**call.kwargs, param.name: value})
+    return ProbeCall((*call.args, value), call.kwargs)
+
+
+def _placement(layer: nn.Module, device: torch.device | str) -> Callable[[Tensor], Tensor]:
+    """Moves a probe tensor to the layer's device, and a floating one to its parameters' dtype."""
     first = next(itertools.chain(layer.parameters(), layer.buffers()), None)
-    return first.device if first is not None else torch.device(fallback)
+    target = first.device if first is not None and torch.device(device).type != "meta" else torch.device(device)
+    floating = next((p.dtype for p in layer.parameters() if p.dtype.is_floating_point), torch.float32)
+
+    def place(tensor: Tensor) -> Tensor:
+        return tensor.to(target, floating if tensor.dtype.is_floating_point else tensor.dtype)
+
+    return place
 
 
 def _meta_state(layer: nn.Module) -> dict[str, Tensor]:
@@ -196,12 +217,15 @@ def run_on_meta(layer: Layer[Any, Any], call: ProbeCall) -> object:
         return functional_call(layer, _meta_state(layer), call.args, call.kwargs, tie_weights=True, strict=False)
 
 
+_META = re.compile(r"\bmeta\b", re.IGNORECASE)
+
+
 def is_meta_limitation(error: BaseException) -> bool:
     """An error of the meta device itself (an op with no meta kernel, a tensor left on the CPU)."""
-    for e in (error, error.__cause__):
-        if isinstance(e, NotImplementedError) or (e is not None and "meta" in str(e).lower()):
-            return True
-    return False
+    return any(
+        isinstance(e, NotImplementedError) or (e is not None and _META.search(str(e)) is not None)
+        for e in (error, error.__cause__)
+    )
 
 
 def signature_of(fn: Callable[..., Any]) -> CallSignature:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import time
 import typing
 from collections.abc import Callable, Sequence
@@ -34,17 +35,24 @@ from typedlm.check.probe import (
     probe_tensor,
     run_on_meta,
     signature_of,
+    with_argument,
 )
 from typedlm.check.report import Problem, Report
+from typedlm.checks import Param
 from typedlm.config import CausalConfig
 from typedlm.dims import DimEnv, TensorSpec
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.layer import Layer, declared_io
 from typedlm.shapes import literal_dims
-from typedlm.torch_errors import is_torch_shape_error, torch_error_message, user_location
+from typedlm.torch_errors import is_torch_shape_error, shape_error_from, torch_error_message, user_location
 
 PLAIN_PROBES: dict[object, object] = {int: 3, float: 0.5, bool: False}
 """Values for plain parameters without a default (a count, a rate, a switch)."""
+
+_POSITIONAL_INVARIANTS = (
+    ("seq", "causal", invariants.causality),
+    ("batch", "batch-mixing", invariants.batch_independence),
+)
 
 DEFAULT_MAX_PARAMS = 30_000_000
 """Models with more parameters get the shape traces (on meta) but not the invariants (real compute)."""
@@ -96,6 +104,8 @@ class _Checker:
             self.skipped(target, str(why))
         except (ShapeError, ConfigError) as error:  # refused while building: a construction check
             self.problem(target, f"{target.name}: {error}", "construction", error)
+        except Exception as error:
+            self.skipped(target, f"building it at the probe config raised {type(error).__name__}: {error}")
 
     def small_enough(self, target: Target, model: torch.nn.Module) -> bool:
         count = sum(p.numel() for p in model.parameters())
@@ -109,6 +119,7 @@ class _Checker:
         return False
 
     def check_factory(self, target: Target) -> None:
+        """Build on meta (no memory); a model small enough for the invariants is then built for real."""
         factory = typing.cast(Callable[[], Layer[Any, Any]], target.obj)
         try:
             with torch.device("meta"):
@@ -117,14 +128,9 @@ class _Checker:
             raise
         except Exception:
             model = factory()
-        if model.parameters() and next(model.parameters(), torch.empty(0)).device.type == "meta":
-            if sum(p.numel() for p in model.parameters()) <= self.max_params:
-                model = factory()  # small: build for real, so the invariants can run
-            else:
-                self.small_enough(target, model)
-                self.check_layer(target, model, real=False)
-                return
-        self.check_layer(target, model, real=True)
+        real = self.small_enough(target, model)
+        on_meta = any(p.device.type == "meta" for p in model.parameters())
+        self.check_layer(target, factory() if real and on_meta else model, real=real)
 
     # --- layers and models --------------------------------------------------------------------------
 
@@ -132,7 +138,7 @@ class _Checker:
         first, second = free_sizes(layer.dim_env)
         failed = self.trace(layer, first)
         if failed is not None:
-            self.problem(target, self.shape_message(target, layer, failed, first), "shape", failed, layer)
+            self.problem(target, self.shape_message(layer, failed, first), "shape", failed, layer)
             return
         failed = self.trace(layer, second)
         if failed is not None:
@@ -151,15 +157,17 @@ class _Checker:
             raise
         except Exception as error:
             if not is_meta_limitation(error):
-                return _as_shape_error(layer, error)
+                return _as_shape_error(layer.describe(), error)
         try:
-            with invariants.evaluating(layer):
-                layer(*layer_call(layer, free, device="cpu").args)
+            with invariants.running(layer, training=False):
+                layer_call(layer, free, device="cpu")(layer)
             return None
+        except NotImplementedError as error:
+            raise CannotProbe(f"its forward raises NotImplementedError ({error}): an abstract base?") from None
         except Exception as error:
-            return _as_shape_error(layer, error)
+            return _as_shape_error(layer.describe(), error)
 
-    def shape_message(self, target: Target, layer: Layer[Any, Any], error: BaseException, free: FreeSizes) -> str:
+    def shape_message(self, layer: Layer[Any, Any], error: BaseException, free: FreeSizes) -> str:
         return f"{_error_text(error)} (probe with {free.text()}, {_config_text(layer.dim_env)})"
 
     def hard_coded_message(
@@ -174,33 +182,35 @@ class _Checker:
         return f"{layer.describe()} works with {works}: is a size hard-coded? {_error_text(error)}"
 
     def run_invariants(self, target: Target, layer: Layer[Any, Any], free: FreeSizes) -> None:
+        """Causality and batch independence (in eval mode, and in training mode on a layer the checker
+        built itself, so dropout or batch statistics are seen too), then cached decoding."""
         call = layer_call(layer, free, device="cpu", seed=3)
-        x, rest = call.args[0], call.args[1:]
-        spec_in = layer._typedlm_signature.input_specs[0]
-        spec_out = layer._typedlm_signature.result[0] if layer._typedlm_signature.result else None
-
-        def forward(inputs: torch.Tensor) -> object:
-            return layer(inputs, *rest)
-
+        if len(call.args) != 1 or call.kwargs:
+            self.skipped(target, "invariants not run: its forward needs more tensors than its input (a mask?)")
+            return
+        x = call.args[0]
+        signature = layer._typedlm_signature
+        spec_out = signature.result[0] if signature.result else None
         vocab = dim_sizes(layer.dim_env, free).get("vocab", 2)
         where = _definition(target, layer)
-        with checks.mode("full"), invariants.evaluating(layer):
-            for dim, code, test in (
-                ("seq", "causal", invariants.causality),
-                ("batch", "batch-mixing", invariants.batch_independence),
-            ):
+        modes = (False, True) if target.kind in ("layer class", "factory") else (False,)
+        with checks.mode("full"):
+            for training, (dim, code, test) in itertools.product(modes, _POSITIONAL_INVARIANTS):
                 if code == "causal" and not type(layer).causal:
                     continue
-                in_axis, out_axis = _axis(spec_in, dim), _axis(spec_out, dim)
+                in_axis, out_axis = _axis(signature.input_specs[0], dim), _axis(spec_out, dim)
                 if in_axis is None or out_axis is None:
                     continue
-                found = _guarded(functools.partial(test, forward, x, in_axis=in_axis, out_axis=out_axis, vocab=vocab))
+                with invariants.running(layer, training=training):
+                    found = _guarded(functools.partial(test, layer, x, in_axis=in_axis, out_axis=out_axis, vocab=vocab))
                 if found:
+                    mode = " in training mode" * training
                     hint = " (set causal = False on a layer that is meant to see later positions)" * (code == "causal")
-                    self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}{hint}", code))
+                    self.report.problems.append(Problem(*where, f"{layer.describe()}{mode}: {found}{hint}", code))
                     return
-            if invariants.decodes_with_cache(layer) and not x.dtype.is_floating_point and not rest:
-                found = _guarded(lambda: invariants.cached_decoding(layer, x))
+            if invariants.decodes_with_cache(layer) and not x.dtype.is_floating_point:
+                with invariants.running(layer, training=False):
+                    found = _guarded(lambda: invariants.cached_decoding(layer, x))
                 if found:
                     self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}", "cache"))
 
@@ -231,43 +241,49 @@ class _Checker:
             if found:
                 self.problem(target, f"{target.name}: {found}", "target-leak")
 
-    def function_kwargs(self, params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes) -> dict[str, Any]:
+    def function_call(
+        self, params: Sequence[Param], cfg: CausalConfig, env: DimEnv, free: FreeSizes, **given: object
+    ) -> ProbeCall:
+        """Probe arguments for a checked function (``given`` values for some parameters by name)."""
         generator = torch.Generator().manual_seed(4)
         sizes = dim_sizes(env, free)
-        kwargs: dict[str, Any] = {}
+        call = ProbeCall((), {})
         for param in params:
-            if param.specs:
-                kwargs[param.name] = probe_tensor(param.specs[0], sizes, device="cpu", generator=generator)
+            if param.name in given:
+                value = given[param.name]
+            elif param.specs:
+                value = probe_tensor(param.specs[0], sizes, device="cpu", generator=generator)
             elif param.default is not inspect.Parameter.empty:
                 continue
             elif param.hint in PLAIN_PROBES:
-                kwargs[param.name] = PLAIN_PROBES[param.hint]
+                value = PLAIN_PROBES[param.hint]
             elif _layer_type(param.hint) is not None:
-                kwargs[param.name] = _stock_model(param.hint, cfg)
+                value = _stock_model(param.hint, cfg)
             else:
                 raise CannotProbe(
                     f"parameter {param.name!r} is not an annotated tensor, a Layer, an int, a float or a bool, "
                     "and has no default"
                 )
-        return kwargs
+            call = (
+                with_argument(call, param, value)
+                if param.positional_only
+                else ProbeCall(call.args, {**call.kwargs, param.name: value})
+            )
+        return call
 
     def call_function(
-        self, fn: Callable[..., Any], params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes
+        self, fn: Callable[..., Any], params: Sequence[Param], cfg: CausalConfig, env: DimEnv, free: FreeSizes
     ) -> BaseException | None:
-        kwargs = self.function_kwargs(params, cfg, env, free)
+        call = self.function_call(params, cfg, env, free)
         try:
             with checks.mode("full"):
-                fn(**kwargs)
+                call(fn)
             return None
         except Exception as error:
-            if is_torch_shape_error(error):
-                return ShapeError(f"torch {type(error).__name__}: {str(error).strip().splitlines()[0]}").with_traceback(
-                    error.__traceback__
-                )
-            return error
+            return _as_shape_error(fn.__qualname__, error)
 
     def leak_of(
-        self, fn: Callable[..., Any], params: Sequence[Any], cfg: CausalConfig, env: DimEnv, free: FreeSizes
+        self, fn: Callable[..., Any], params: Sequence[Param], cfg: CausalConfig, env: DimEnv, free: FreeSizes
     ) -> str | None:
         """The next-token-targets invariant, for a function of a token model that returns a scalar."""
         sig = signature_of(fn)
@@ -276,12 +292,11 @@ class _Checker:
         token_models = [p for p in params if _reads_token_ids(p.hint)]
         if len(token_models) != 1:
             return None
-        kwargs = self.function_kwargs(params, cfg, env, free)
         name = token_models[0].name
 
         def loss_of(model: Layer[Any, Any]) -> object:
             with checks.mode("full"):
-                return fn(**{**kwargs, name: model})
+                return self.function_call(params, cfg, env, free, **{name: model})(fn)
 
         return _guarded(lambda: invariants.next_token_targets(loss_of, cfg), quiet=True)
 
@@ -289,9 +304,10 @@ class _Checker:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _as_shape_error(layer: Layer[Any, Any], error: BaseException) -> BaseException:
+def _as_shape_error(where: str, error: BaseException) -> BaseException:
+    """A torch shape error as the ShapeError a checked call would raise; any other error as it is."""
     if is_torch_shape_error(error):
-        return ShapeError(torch_error_message(layer.describe(), error, (), {})).with_traceback(error.__traceback__)
+        return shape_error_from(error, torch_error_message(where, error, (), {})).with_traceback(error.__traceback__)
     return error
 
 
@@ -398,4 +414,4 @@ def check(targets: Sequence[str], *, exclude: Sequence[str] = (), max_params: in
     return report
 
 
-__all__ = ["DEFAULT_MAX_PARAMS", "ProbeCall", "check", "check_modules"]
+__all__ = ["DEFAULT_MAX_PARAMS", "check", "check_modules"]
