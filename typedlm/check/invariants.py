@@ -15,7 +15,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
@@ -124,19 +124,21 @@ def cached_decoding(model: Layer[Any, Any], ids: Tensor) -> str | None:
     return None
 
 
-class _Oracle(Layer[TokenIds, Logits]):
-    """A stand-in token model that is sure of one id per position: the id it reads (``shift = 0``) or
-    the next one (``shift = 1``, which only a model that peeks ahead could know)."""
+class CopyOracle(Layer[TokenIds, Logits]):
+    """A stand-in token model that is sure of the id it reads at each position."""
 
-    causal = False
-
-    def __init__(self, cfg: Any, shift: int) -> None:
-        super().__init__(cfg)
-        self.shift = shift
+    shift: ClassVar[int] = 0
 
     def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
         target = torch.cat([ids[:, self.shift :], ids[:, -1:].expand(-1, self.shift)], dim=1)
         return 20.0 * torch.nn.functional.one_hot(target, self.cfg.vocab).float()
+
+
+class NextOracle(CopyOracle):
+    """A stand-in token model that is sure of the *next* id (which only a model that peeks ahead knows)."""
+
+    shift = 1
+    causal = False
 
 
 LEAK_MARGIN = 1.0
@@ -146,7 +148,7 @@ loss that ignores its targets (a z-loss, an entropy bonus) scores both oracles t
 
 def next_token_targets(loss_of: Callable[[Layer[Any, Any]], object], cfg: Any) -> str | None:
     """None unless ``loss_of(model)`` rewards copying the current id clearly more than predicting the next."""
-    copy_loss, next_loss = (loss_of(_Oracle(cfg, shift)) for shift in (0, 1))
+    copy_loss, next_loss = loss_of(CopyOracle(cfg)), loss_of(NextOracle(cfg))
     if not (isinstance(copy_loss, Tensor) and isinstance(next_loss, Tensor) and copy_loss.numel() == 1):
         return None
     if float(copy_loss) + LEAK_MARGIN < float(next_loss):
