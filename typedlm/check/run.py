@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from typedlm import checks
+from typedlm import checks, models, nn
 from typedlm.check import invariants
 from typedlm.check.discover import Target, find_targets, load
 from typedlm.check.probe import (
@@ -35,7 +35,6 @@ from typedlm.check.probe import (
     probe_tensor,
     run_on_meta,
     signature_of,
-    with_argument,
 )
 from typedlm.check.report import Problem, Report
 from typedlm.checks import Param
@@ -264,11 +263,10 @@ class _Checker:
                     f"parameter {param.name!r} is not an annotated tensor, a Layer, an int, a float or a bool, "
                     "and has no default"
                 )
-            call = (
-                with_argument(call, param, value)
-                if param.positional_only
-                else ProbeCall(call.args, {**call.kwargs, param.name: value})
-            )
+            if param.positional_only:
+                call = ProbeCall((*call.args, value), call.kwargs)
+            else:
+                call = ProbeCall(call.args, {**call.kwargs, param.name: value})
         return call
 
     def call_function(
@@ -375,8 +373,6 @@ def _reads_token_ids(hint: object) -> bool:
 
 def _stock_model(hint: object, cfg: CausalConfig) -> Layer[Any, Any]:
     """A probe value for a Layer-typed parameter: that class at the probe config, or a stock model."""
-    from typedlm import models, nn
-
     cls = _layer_type(hint)
     if cls is not None and cls is not Layer and declared_io(cls) is not None:
         return build_layer(cls)
