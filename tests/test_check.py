@@ -455,3 +455,29 @@ def test_modules_of_the_same_name_in_two_folders_are_both_checked(tmp_path: Path
     found = sorted((Path(p.path).parent.name, p.code, p.message) for p in report.errors)
     assert [(folder, code) for folder, code, _ in found] == [(tmp_path.name, "import"), ("two", "causal")]
     assert "SystemExit: 4" in found[0][2]
+
+
+def test_a_loss_shifted_the_wrong_way_nan_outputs_and_two_invariants_at_once(tmp_path: Path) -> None:
+    path, _ = write(tmp_path, "more", '''
+        @tl.checked
+        def backwards(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+            logits = model(ids)
+            return F.cross_entropy(logits[:, 1:].reshape(-1, logits.shape[-1]), ids[:, :-1].reshape(-1))
+
+
+        class LogFeatures(Layer[Embedded, Embedded]):
+            def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+                return x.log()
+
+
+        class Everything(Layer[Embedded, Embedded]):
+            """Averages over batch and positions: both invariants fail, both are told."""
+
+            def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+                return x - x.mean(dim=(0, 1))
+    ''')
+    found = {(message.split(":")[0], code): message for _, _, code, message in errors_of(path)}
+    assert "shifted the wrong way" in found[("backwards", "target-leak")]
+    assert "gives NaN or infinite outputs" in found[("LogFeatures", "non-finite")]
+    assert ("LogFeatures", "causal") not in found
+    assert ("Everything", "causal") in found and ("Everything", "batch-mixing") in found

@@ -125,35 +125,56 @@ def cached_decoding(model: Layer[Any, Any], ids: Tensor) -> str | None:
 
 
 class CopyOracle(Layer[TokenIds, Logits]):
-    """A stand-in token model that is sure of the id it reads at each position."""
+    """A stand-in token model that is sure of the id it reads at each position (``shift = 0``)."""
 
     shift: ClassVar[int] = 0
 
     def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
-        target = torch.cat([ids[:, self.shift :], ids[:, -1:].expand(-1, self.shift)], dim=1)
-        return 20.0 * torch.nn.functional.one_hot(target, self.cfg.vocab).float()
+        seq = ids.shape[1]
+        source = (torch.arange(seq, device=ids.device) + self.shift).clamp(0, seq - 1)
+        return 20.0 * torch.nn.functional.one_hot(ids[:, source], self.cfg.vocab).float()
+
+
+class PreviousOracle(CopyOracle):
+    """Sure of the id *before* each position: it copies the past."""
+
+    shift = -1
 
 
 class NextOracle(CopyOracle):
-    """A stand-in token model that is sure of the *next* id (which only a model that peeks ahead knows)."""
+    """Sure of the id *after* each position, which only a model that peeks ahead could know."""
 
     shift = 1
     causal = False
 
 
 LEAK_MARGIN = 1.0
-"""Nats by which copying must beat predicting the next id before the targets are called unshifted: a
-loss that ignores its targets (a z-loss, an entropy bonus) scores both oracles the same and passes."""
+"""Nats by which another oracle must beat the next-token one before the targets are called wrong: a
+loss that ignores its targets (a z-loss, an entropy bonus) scores every oracle the same and passes."""
 
 
 def next_token_targets(loss_of: Callable[[Layer[Any, Any]], object], cfg: Any) -> str | None:
-    """None unless ``loss_of(model)`` rewards copying the current id clearly more than predicting the next."""
-    copy_loss, next_loss = loss_of(CopyOracle(cfg)), loss_of(NextOracle(cfg))
-    if not (isinstance(copy_loss, Tensor) and isinstance(next_loss, Tensor) and copy_loss.numel() == 1):
+    """None unless ``loss_of(model)`` rewards copying the current or the previous id clearly more than
+    predicting the next one: targets not shifted, or shifted the wrong way."""
+    next_loss = loss_of(NextOracle(cfg))
+    if not (isinstance(next_loss, Tensor) and next_loss.numel() == 1):
         return None
-    if float(copy_loss) + LEAK_MARGIN < float(next_loss):
-        return (
-            f"the loss is {float(copy_loss):.3g} for a model that copies its input and {float(next_loss):.3g} for one "
-            "that predicts the next token: the targets are not shifted (use tl.losses.next_token_cross_entropy)"
-        )
+    for oracle, what, diagnosis in (
+        (CopyOracle, "copies its input", "the targets are not shifted"),
+        (PreviousOracle, "repeats the previous token", "the targets are shifted the wrong way"),
+    ):
+        other = loss_of(oracle(cfg))
+        if isinstance(other, Tensor) and float(other) + LEAK_MARGIN < float(next_loss):
+            return (
+                f"the loss is {float(other):.3g} for a model that {what} and {float(next_loss):.3g} for one that "
+                f"predicts the next token: {diagnosis} (use tl.losses.next_token_cross_entropy)"
+            )
+    return None
+
+
+def non_finite_output(forward: Forward, x: Tensor) -> str | None:
+    """None if a finite input gives a finite output."""
+    out = _output(forward, x)
+    if out.dtype.is_floating_point and not bool(torch.isfinite(out).all()):
+        return f"a finite input of shape {tuple(x.shape)} gives NaN or infinite outputs"
     return None

@@ -17,6 +17,7 @@ CODES = {
     "hard-coded-size": "works with one batch or seq size but not another",
     "causal": "an output at some position depends on a later position",
     "batch-mixing": "an output of one sample depends on another sample",
+    "non-finite": "a finite probe input gives NaN or infinite outputs",
     "cache": "decoding with the KV cache differs from one full forward, or is refused",
     "target-leak": "a next-token loss that scores a model for copying its input",
     "skipped": "not checked, with the reason",
@@ -70,7 +71,12 @@ class Report:
         return "; ".join(parts)
 
     def format(self) -> str:
-        lines = [p.format() for p in sorted(self.problems, key=lambda p: (p.path, p.line, p.code))]
+        """One line per problem, sorted by place, and the summary; the same code twice on one line is
+        shown once (a layer class and the model built from it can fail at the same line)."""
+        shown: dict[tuple[str, int, str], Problem] = {}
+        for problem in sorted(self.problems, key=lambda p: (p.path, p.line, p.code)):
+            shown.setdefault((problem.path, problem.line, problem.code), problem)
+        lines = [p.format() for p in shown.values()]
         return "\n".join([*lines, self.summary()])
 
     def to_json(self) -> str:

@@ -194,8 +194,14 @@ class _Checker:
         where = _definition(target, layer)
         modes = (False, True) if target.kind in ("layer class", "factory") else (False,)
         with checks.mode("full"):
+            with invariants.running(layer, training=False):
+                found = _guarded(functools.partial(invariants.non_finite_output, layer, x))
+            if found:  # NaN differs from NaN: the other invariants would report nonsense
+                self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}", "non-finite"))
+                return
+            reported: set[str] = set()
             for training, (dim, code, test) in itertools.product(modes, _POSITIONAL_INVARIANTS):
-                if code == "causal" and not type(layer).causal:
+                if code in reported or (code == "causal" and not type(layer).causal):
                     continue
                 in_axis, out_axis = _axis(signature.input_specs[0], dim), _axis(spec_out, dim)
                 if in_axis is None or out_axis is None:
@@ -206,7 +212,9 @@ class _Checker:
                     mode = " in training mode" * training
                     hint = " (set causal = False on a layer that is meant to see later positions)" * (code == "causal")
                     self.report.problems.append(Problem(*where, f"{layer.describe()}{mode}: {found}{hint}", code))
-                    return
+                    reported.add(code)
+            if reported:
+                return
             if invariants.decodes_with_cache(layer) and not x.dtype.is_floating_point:
                 with invariants.running(layer, training=False):
                     found = _guarded(lambda: invariants.cached_decoding(layer, x))
