@@ -458,7 +458,10 @@ def test_modules_of_the_same_name_in_two_folders_are_both_checked(tmp_path: Path
 
 
 def test_a_loss_shifted_the_wrong_way_nan_outputs_and_two_invariants_at_once(tmp_path: Path) -> None:
-    path, _ = write(tmp_path, "more", '''
+    path, _ = write(
+        tmp_path,
+        "more",
+        '''
         @tl.checked
         def backwards(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
             logits = model(ids)
@@ -475,7 +478,8 @@ def test_a_loss_shifted_the_wrong_way_nan_outputs_and_two_invariants_at_once(tmp
 
             def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
                 return x - x.mean(dim=(0, 1))
-    ''')
+    ''',
+    )
     found = {(message.split(":")[0], code): message for _, _, code, message in errors_of(path)}
     assert "shifted the wrong way" in found[("backwards", "target-leak")]
     assert "gives NaN or infinite outputs" in found[("LogFeatures", "non-finite")]
