@@ -174,9 +174,12 @@ def _assignment_lines(module: ModuleType) -> dict[str, int]:
         return {}
     lines: dict[str, int] = {}
     for node in tree.body:
-        targets = (
-            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
         for target in targets:
             if isinstance(target, ast.Name):
                 lines.setdefault(target.id, node.lineno)

@@ -62,10 +62,10 @@ def free_sizes(env: DimEnv) -> tuple[FreeSizes, FreeSizes]:
     taken = {bound.size for bound in env.sizes.values()}
     max_seq = env.max_seq.size if env.max_seq is not None else 2 * MAX_PROBE_SEQ
     unused = [n for n in range(2, 4 * MAX_PROBE_SEQ) if n not in taken]
-    seqs = [n for n in unused if n <= min(max_seq // 2, MAX_PROBE_SEQ)][-2:]
-    if len(seqs) < 2:  # a tiny seq_len: take what fits, even a size a config dim also has
-        seqs = ([n for n in range(2, max_seq + 1)][-2:] or [1, 1]) if max_seq >= 2 else [1, 1]
-        seqs = seqs if len(seqs) == 2 else [seqs[0], seqs[0]]
+    fitting = [n for n in unused if n <= min(max_seq // 2, MAX_PROBE_SEQ)]
+    if len(fitting) < 2:  # a tiny seq_len: the largest sizes that fit, even one a config dim also has
+        fitting = [1, *range(1, max_seq + 1)]
+    seqs = fitting[-2:]
     batches = [n for n in unused if n not in seqs][:2]
     return FreeSizes(batches[0], seqs[0]), FreeSizes(batches[1], seqs[1])
 
@@ -80,7 +80,7 @@ def dim_sizes(env: DimEnv, free: FreeSizes) -> dict[str, int]:
 def _size_of(token: str, sizes: dict[str, int]) -> list[int]:
     """The sizes one dimension token stands for: ``seq``, ``#seq``, ``3``, ``seq+1``, ``*lead``, ``...``."""
     name = token.lstrip("#")
-    if name in ("...",) or name.startswith("*"):
+    if name == "..." or name.startswith("*"):
         return []
     if name.isdigit():
         return [int(name)]
