@@ -113,3 +113,77 @@ def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
     with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         load_weights(nn.Linear(4, 4), path)
+
+
+class _Crash(Exception):
+    """A simulated kill in the middle of a checkpoint write."""
+
+
+def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
+    """Make the ``step``-th file-system change of the next writes (a rename, a file write or a tree
+    removal) die; a removal dies half-way, with the tree's weights gone and its state.json still there."""
+    import os
+    import shutil
+
+    import typedlm.atomic
+    import typedlm.checkpoint
+
+    count = [0]
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+
+    def tick() -> bool:
+        count[0] += 1
+        return count[0] == step
+
+    def replace(src: object, dst: object) -> None:
+        if tick():
+            raise _Crash
+        real_replace(src, dst)  # type: ignore[arg-type]  # the paths os.replace was given
+
+    def rmtree(path: object, ignore_errors: bool = False) -> None:
+        if tick():
+            weights = Path(str(path)) / MODEL_FILE
+            weights.unlink(missing_ok=True)
+            raise _Crash
+        real_rmtree(str(path), ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(typedlm.checkpoint.os, "replace", replace)
+    monkeypatch.setattr(typedlm.atomic.os, "replace", replace)
+    monkeypatch.setattr(typedlm.checkpoint.shutil, "rmtree", rmtree)
+    return count
+
+
+def _complete_step(out: Path) -> int:
+    """The step of the checkpoint --resume would find; it must load whole."""
+    found = find_checkpoint(out)
+    assert found is not None, "no complete checkpoint left"
+    ckpt = load_checkpoint(found)
+    load_weights(_trained(5)[0], ckpt.path)
+    return ckpt.step
+
+
+def test_two_crashes_in_a_row_at_any_point_of_the_write_leave_a_complete_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, opt = _trained(0)
+    save_checkpoint(tmp_path / "probe", model, opt, {"step": 1, "config": {}})
+    with monkeypatch.context() as probe:  # how many file-system changes a save over a checkpoint makes
+        steps = _crash_at(probe, 0)
+        save_checkpoint(tmp_path / "probe", model, opt, {"step": 2, "config": {}})
+        per_save = steps[0]
+    crashes = 0
+    for first in range(1, per_save + 1):
+        for second in range(1, per_save + 1):
+            out = tmp_path / f"run-{first}-{second}"
+            save_checkpoint(out, model, opt, {"step": 1, "config": {}})
+            for step_no, crash in ((2, first), (3, second)):
+                with monkeypatch.context() as patch:
+                    _crash_at(patch, crash)
+                    try:  # after a first crash a save may have fewer steps than ``crash``: it then completes
+                        save_checkpoint(out, model, opt, {"step": step_no, "config": {}})
+                    except _Crash:
+                        crashes += 1
+                assert _complete_step(out) in range(1, step_no + 1)  # one that was written, loading whole
+            save_checkpoint(out, model, opt, {"step": 4, "config": {}})  # and a clean save after both
+            assert _complete_step(out) == 4
+    assert per_save >= 6 and crashes >= per_save * per_save

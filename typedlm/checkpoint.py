@@ -9,8 +9,9 @@ A checkpoint is a directory ``OUT/checkpoint/`` holding
 
 It is written into ``checkpoint.tmp/`` and then swapped in by two renames
 (``checkpoint`` → ``checkpoint.prev``, ``checkpoint.tmp`` → ``checkpoint``), so at every instant one
-complete checkpoint exists; `find_checkpoint` falls back to ``checkpoint.prev`` after a crash between
-the renames.
+complete checkpoint exists, even across repeated crashes: ``checkpoint.prev`` is removed only while a
+complete ``checkpoint`` exists, and `find_checkpoint` falls back to it after a crash between the
+renames. ``checkpoint.tmp`` is never read.
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
 
 
 def find_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint directory under ``out_dir``, or None."""
+    """The newest complete checkpoint directory under ``out_dir`` (all three files present), or None."""
     current = checkpoint_dir(out_dir)
     for candidate in (current, current.with_name("checkpoint.prev")):
-        if (candidate / STATE_FILE).is_file():
+        if all((candidate / name).is_file() for name in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)):
             return candidate
     return None
 
@@ -84,9 +85,10 @@ def save_checkpoint(
     write_text_atomic(tmp / STATE_FILE, json.dumps(doc, indent=1) + "\n")
     _fsync_dir(tmp)
 
-    shutil.rmtree(prev, ignore_errors=True)
-    if final.exists():
+    if final.exists():  # complete (only a finished tmp is ever renamed to it): the older prev can go
+        shutil.rmtree(prev, ignore_errors=True)
         os.replace(final, prev)
+    # else a crash between the renames left prev as the only complete checkpoint: it stays until now
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     shutil.rmtree(prev, ignore_errors=True)
