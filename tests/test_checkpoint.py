@@ -125,9 +125,6 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
     import os
     import shutil
 
-    import typedlm.atomic
-    import typedlm.checkpoint
-
     count = [0]
     real_replace, real_rmtree = os.replace, shutil.rmtree
 
@@ -147,9 +144,8 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
             raise _Crash
         real_rmtree(str(path), ignore_errors=ignore_errors)
 
-    monkeypatch.setattr(typedlm.checkpoint.os, "replace", replace)
-    monkeypatch.setattr(typedlm.atomic.os, "replace", replace)
-    monkeypatch.setattr(typedlm.checkpoint.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(os, "replace", replace)  # the one os module that checkpoint and atomic call
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     return count
 
 
