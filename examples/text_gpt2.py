@@ -30,6 +30,7 @@ from typedlm.corpus import Corpus, CorpusError, load_corpus
 from typedlm.device import DTYPES, DeviceError, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
 from typedlm.presets import PRESETS, get_preset
+from typedlm.run_dir import check_run_dir
 from typedlm.train import TrainConfig, TrainingDiverged, train
 
 SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("out/text_gpt2"), help="folder for checkpoint/, loss.png and trainlog.json"
     )
     out.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    out.add_argument("--overwrite", action="store_true", help="replace the run --out holds (refused without it)")
     out.add_argument("--log", type=Path, help="TrainLog JSON path (default: OUT/trainlog.json)")
 
     gen = p.add_argument_group("sampling after training")
@@ -213,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, info.local_rank)  # a missing GPU is reported before any work
     if args.dtype == "bf16" and autocast_dtype("bf16", device) is None:
         say("note: --dtype bf16 applies on CUDA only; the CPU trains in fp32")
+    if info.is_main:  # before any work: an --out that holds a run is not replaced by accident
+        check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)
     tokenizer, tokens = make_tokenizer(args, corpus)
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
@@ -241,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
             tc,
             out_dir=args.out,
             resume=args.resume,
+            overwrite=args.overwrite,
             data_info=data_info,
             **common,
         )
@@ -262,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
                 ft_tc,
                 out_dir=ft_out,
                 resume=args.resume and find_checkpoint(ft_out) is not None,
+                overwrite=not args.resume,  # a new main run replaced --out: its old fine-tuning goes too
                 data_info={**data_info, "corpus": ft_corpus.name, "finetune": True},
                 **common,
             )

@@ -62,6 +62,6 @@ def test_two_gloo_ranks_match_one_process_with_the_global_batch(tmp_path: Path) 
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert [s["loss"] for s in two["steps"]] == pytest.approx([s["loss"] for s in one["steps"]], abs=1e-4)
     assert [e["val_loss"] for e in two["evals"]] == pytest.approx([e["val_loss"] for e in one["evals"]], abs=1e-4)
-    # only rank 0 wrote, and printed the summary once
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoint", "loss.png", "trainlog.json"]
+    # only rank 0 wrote (and held the run lock), and printed the summary once
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [".lock", "checkpoint", "loss.png", "trainlog.json"]
     assert ddp.stdout.count("tokens/s; log") == 1

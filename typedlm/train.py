@@ -42,6 +42,7 @@ from typedlm.device import autocast_dtype, resolve_device
 from typedlm.distributed import DistInfo, dist_info_from_env, init_process_group, mean_across_ranks
 from typedlm.errors import ConfigError
 from typedlm.plots import save_loss_curve
+from typedlm.run_dir import check_run_dir, run_lock
 from typedlm.trainlog import EvalRecord, StepRecord, ThroughputRecord, TrainLog
 
 RESUME_FIELDS = (
@@ -224,6 +225,7 @@ def train(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     vocab_size: int | None = None,
     tokenizer_hash: str = "",
     data_info: dict[str, Any] | None = None,
@@ -233,9 +235,10 @@ def train(
 
     ``train_tokens`` / ``val_tokens`` are 1-D id arrays; ``vocab_size`` is the tokenizer's, checked
     against ``cfg.vocab`` before the first step. With ``out_dir``, checkpoints and ``loss.png`` are
-    written there (rank 0 only), and ``resume=True`` continues from its checkpoint. ``on_step(n)`` is
-    called after the n-th completed step. Returns the TrainLog; raises TrainingDiverged on a NaN/inf
-    loss, leaving the last good checkpoint in place.
+    written there (rank 0 only), and ``resume=True`` continues from its checkpoint; a new run in an
+    ``out_dir`` that holds one is refused unless ``overwrite=True``, and the directory is locked while
+    the run uses it. ``on_step(n)`` is called after the n-th completed step. Returns the TrainLog;
+    raises TrainingDiverged on a NaN/inf loss, leaving the last good checkpoint in place.
     """
     if vocab_size is not None:
         check_vocab_fits(vocab_size, cfg)
@@ -245,7 +248,26 @@ def train(
     check_vocab_fits(top + 1, cfg, what=f"the data (largest id {top})")
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out_dir, where the checkpoint is")
+    if out_dir is None or not dist_info_from_env().is_main:
+        return _train(model, cfg, train_tokens, val_tokens, tc, out_dir, resume, tokenizer_hash, data_info, on_step)
+    check_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    with run_lock(out_dir):
+        return _train(model, cfg, train_tokens, val_tokens, tc, out_dir, resume, tokenizer_hash, data_info, on_step)
 
+
+def _train(
+    model: nn.Module,
+    cfg: CausalConfig,
+    train_tokens: Tokens,
+    val_tokens: Tokens,
+    tc: TrainConfig,
+    out_dir: str | Path | None,
+    resume: bool,
+    tokenizer_hash: str,
+    data_info: dict[str, Any] | None,
+    on_step: Callable[[int], None] | None,
+) -> TrainLog:
+    """The training loop of `train`, once its inputs are checked and its run directory is locked."""
     info = dist_info_from_env()
     device = resolve_device(tc.device, info.local_rank)
     init_process_group(info, device)
