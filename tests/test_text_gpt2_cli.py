@@ -179,3 +179,19 @@ def test_small_file_with_permission_goes_through_the_token_cache(
     assert code == 0, err
     assert f"data: {corpus}, {corpus.stat().st_size:,} characters" in out
     assert len(list((tmp_path / "cache").glob("small.txt.*.tokens"))) == 1
+
+
+def test_the_cli_refuses_an_occupied_out_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main([*TINY, "--out", str(tmp_path)], capsys)[0] == 0
+    before = _files(tmp_path)
+    code, out, err = _main([*TINY, "--out", str(tmp_path)], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "already holds a run (checkpoint after step 6)" in err and "--overwrite" in err
+    assert _files(tmp_path) == before
+    assert _main([*TINY, "--out", str(tmp_path), "--overwrite", "--steps", "3"], capsys)[0] == 0
+    found = find_checkpoint(tmp_path)
+    assert found is not None and load_checkpoint(found).step == 3
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

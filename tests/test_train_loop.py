@@ -7,6 +7,9 @@ import importlib.util
 import itertools
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from typedlm import plots
 from typedlm.batches import split_tokens
 from typedlm.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
 from typedlm.corpus import default_corpus_text
+from typedlm.run_dir import check_run_dir, run_lock
 from typedlm.train import TrainConfig, TrainingDiverged, configure_optimizer, lr_at, train
 from typedlm.trainlog import TrainLog
 
@@ -177,3 +181,42 @@ def test_loss_curve_degrades_without_matplotlib(monkeypatch: pytest.MonkeyPatch,
     message = plots.save_loss_curve(log, tmp_path / "loss.png")
     assert message is not None and "pip install 'typedlm[plots]'" in message
     assert not (tmp_path / "loss.png").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_run_in_a_directory_holding_one_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    _run(dataclasses.replace(TC, steps=3), out_dir=tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(tl.ConfigError, match=r"already holds a run \(checkpoint after step 3\).*--resume.*--overwrite"):
+        _run(dataclasses.replace(TC, steps=3), out_dir=tmp_path)
+    assert _snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_the_run_and_contradicting_flags_are_refused(tmp_path: Path) -> None:
+    _run(dataclasses.replace(TC, steps=3), out_dir=tmp_path)
+    _run(dataclasses.replace(TC, steps=2), out_dir=tmp_path, overwrite=True)
+    found = find_checkpoint(tmp_path)
+    assert found is not None and load_checkpoint(found).step == 2
+    with pytest.raises(tl.ConfigError, match="--resume and --overwrite contradict"):
+        check_run_dir(tmp_path, resume=True, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(tl.ConfigError, match="is a file, not a directory"):
+        check_run_dir(tmp_path / "file", resume=False, overwrite=False)
+
+
+def test_a_second_run_on_a_locked_directory_stops_at_once_naming_the_holder(tmp_path: Path) -> None:
+    with run_lock(tmp_path):
+        with pytest.raises(tl.ConfigError, match=rf"in use by another run \(pid {os.getpid()}\)"):
+            _run(dataclasses.replace(TC, steps=2), out_dir=tmp_path)
+        other = subprocess.run(
+            [sys.executable, "-c", f"from typedlm.run_dir import run_lock\nwith run_lock({str(tmp_path)!r}): pass"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert other.returncode != 0 and f"pid {os.getpid()}" in other.stderr
+    with run_lock(tmp_path):  # released with the block (and by the OS when a holder dies)
+        pass
