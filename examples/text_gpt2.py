@@ -1,8 +1,8 @@
 """Train a GPT-2-style model on a text file, then sample from it.
 
     python -m examples.text_gpt2                                   # bytes, embedded Shakespeare, ~3 min
-    python -m examples.text_gpt2 --bpe-vocab V --bpe-merges M --local-vocab 512 --preset tiny
-    torchrun --nproc_per_node=2 -m examples.text_gpt2 --device cpu # data parallel (gloo)
+    python -m examples.text_gpt2 --bpe-vocab V --bpe-merges M --local-vocab 512 --preset tiny --out out/bpe
+    torchrun --nproc_per_node=2 -m examples.text_gpt2 --device cpu --out out/ddp  # data parallel (gloo)
 
 Text → tokenizer (bytes by default; GPT-2 BPE with --bpe-vocab/--bpe-merges, optionally projected onto
 a --local-vocab) → token array → train/val split → `typedlm.train.train` → samples. The model is
