@@ -141,6 +141,20 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
         _run(dataclasses.replace(TC, steps=3), cfg=CFG.replace(ffn_hidden=64), out_dir=tmp_path, resume=True)
 
 
+def test_a_finished_run_extends_with_a_larger_steps_and_records_the_new_schedule(tmp_path: Path) -> None:
+    short = dataclasses.replace(TC, steps=4, eval_every=0, warmup_steps=1)
+    first, _ = _run(short, out_dir=tmp_path)
+    longer = dataclasses.replace(short, steps=7)
+    extended, _ = _run(longer, out_dir=tmp_path, resume=True)
+    assert [s.step for s in extended.steps] == list(range(7))
+    assert _losses(extended)[:4] == _losses(first)  # the first four steps are the finished run's
+    assert [s.lr for s in extended.steps[4:]] == [lr_at(step, longer) for step in range(4, 7)]  # the new total
+    assert [(e.step, e.was, e.steps) for e in extended.extensions] == [(4, 4, 7)]
+    assert extended.train["steps"] == 7 and TrainLog.from_dict(extended.to_dict()).extensions == extended.extensions
+    with pytest.raises(CheckpointError, match=r"after step 7; to extend the run, --steps must be more than 7"):
+        _run(dataclasses.replace(short, steps=6), out_dir=tmp_path, resume=True)
+
+
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     tc = dataclasses.replace(TC, steps=8, eval_every=0, checkpoint_every=2, log_every=4)
     model = tl.models.GPT2(CFG, seed=tc.seed)

@@ -43,7 +43,7 @@ from typedlm.distributed import DistInfo, dist_info_from_env, init_process_group
 from typedlm.errors import ConfigError
 from typedlm.plots import save_loss_curve
 from typedlm.run_dir import check_run_dir, run_lock
-from typedlm.trainlog import EvalRecord, StepRecord, ThroughputRecord, TrainLog
+from typedlm.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
 
 RESUME_FIELDS = (
     "steps",
@@ -57,7 +57,8 @@ RESUME_FIELDS = (
     "grad_accum",
     "seed",
 )
-"""Settings that shape the run's losses: a resumed run must use the checkpoint's values."""
+"""Settings that shape the run's losses: a resumed run must use the checkpoint's values, except that
+``steps`` may grow (the run is extended, and the learning-rate schedule follows the new total)."""
 
 
 @dataclass(frozen=True)
@@ -426,8 +427,13 @@ def _resume(
     if state["config"] != cfg.to_dict():
         diff = {k: (v, state["config"].get(k)) for k, v in cfg.to_dict().items() if state["config"].get(k) != v}
         raise CheckpointError(f"{where}: model config differs from this run's (this run, checkpoint): {diff}")
+    if tc.steps != state["train"].get("steps") and tc.steps <= ckpt.step:
+        raise CheckpointError(
+            f"{where}: the checkpoint is after step {ckpt.step}; to extend the run, --steps must be more than "
+            f"{ckpt.step} (this run has {tc.steps})"
+        )
     for name in RESUME_FIELDS:
-        if state["train"].get(name) != getattr(tc, name):
+        if name != "steps" and state["train"].get(name) != getattr(tc, name):
             raise CheckpointError(
                 f"{where}: train.{name} was {state['train'].get(name)!r}, this run has {getattr(tc, name)!r}; "
                 "resume with the same settings (or start a new --out)"
@@ -438,7 +444,11 @@ def _resume(
             raise CheckpointError(f"{where}: {name} was {state.get(name)!r}, this run has {value!r}")
     load_weights(model, path)
     restore_optimizer(optimizer, ckpt)
-    return ckpt.step, TrainLog.from_dict(state["log"])
+    log = TrainLog.from_dict(state["log"])
+    if tc.steps != state["train"].get("steps"):  # extended (or shortened, above the step reached)
+        log.extensions.append(ExtensionRecord(ckpt.step, state["train"].get("steps"), tc.steps))
+        log.train = tc.to_dict()
+    return ckpt.step, log
 
 
 def _diverged(

@@ -44,6 +44,15 @@ class ThroughputRecord:
 
 
 @dataclass
+class ExtensionRecord:
+    """A resume at ``step`` with a new total: from then on the schedule runs to ``steps``, not ``was``."""
+
+    step: int
+    was: int
+    steps: int
+
+
+@dataclass
 class TrainLog:
     """The record of one run; ``status`` is ``running``, ``completed`` or ``diverged``."""
 
@@ -59,6 +68,7 @@ class TrainLog:
     throughput: list[ThroughputRecord] = field(default_factory=list)
     wall_s: float = 0.0
     message: str = ""
+    extensions: list[ExtensionRecord] = field(default_factory=list)
 
     @property
     def first_loss(self) -> float | None:
@@ -105,6 +115,7 @@ class TrainLog:
             throughput=[ThroughputRecord(t["step"], float(t["tokens_per_s"])) for t in d["throughput"]],
             wall_s=d["wall_s"],
             message=d.get("message", ""),
+            extensions=[ExtensionRecord(e["step"], e["was"], e["steps"]) for e in d.get("extensions", [])],
         )
 
     def save(self, path: str | Path) -> None:
