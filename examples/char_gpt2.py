@@ -22,7 +22,7 @@ import typedlm as tl
 from typedlm.batches import Tokens, split_tokens
 from typedlm.corpus import CorpusError, load_corpus
 from typedlm.tokenizers import CharTokenizer
-from typedlm.train import TrainConfig, train
+from typedlm.train import TrainConfig, TrainingInterrupted, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args)
     except (tl.ConfigError, CorpusError) as e:
         parser.error(str(e))
+    except TrainingInterrupted as e:  # Ctrl-C: stopped at a step boundary
+        print(f"char_gpt2: {e}", file=sys.stderr)
+        return 130
     return 0
 
 

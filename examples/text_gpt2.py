@@ -31,7 +31,7 @@ from typedlm.device import DTYPES, DeviceError, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
 from typedlm.presets import PRESETS, get_preset
 from typedlm.run_dir import check_run_dir
-from typedlm.train import TrainConfig, TrainingDiverged, train
+from typedlm.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
 SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
 TRAIN_FLAGS = (
@@ -277,6 +277,11 @@ def run(args: argparse.Namespace) -> int:
             e.log.save(log_path)
         print(f"text_gpt2: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:  # Ctrl-C: stopped at a step boundary, checkpoint written
+        if info.is_main:
+            e.log.save(log_path)
+        print(f"text_gpt2: {e}", file=sys.stderr)
+        return 130
     finally:
         destroy_process_group()
     if not info.is_main:

@@ -195,3 +195,20 @@ def test_the_cli_refuses_an_occupied_out_before_any_work(tmp_path: Path, capsys:
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_ctrl_c_exits_130_with_the_log_written_and_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typedlm.train import TrainingInterrupted
+    from typedlm.trainlog import TrainLog
+
+    def interrupted(*args: object, **kwargs: object) -> TrainLog:
+        log = TrainLog(config={}, train={}, device="cpu", dtype="float32", world_size=1, data={}, status="interrupted")
+        raise TrainingInterrupted(2, log, tmp_path)
+
+    monkeypatch.setattr(text_gpt2, "train", interrupted)
+    code, _, err = _main([*TINY, "--out", str(tmp_path)], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert "interrupted after step 2" in err and "continue with --resume" in err
+    assert json.loads((tmp_path / "trainlog.json").read_text())["status"] == "interrupted"

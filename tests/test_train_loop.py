@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from typedlm.batches import split_tokens
 from typedlm.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
 from typedlm.corpus import default_corpus_text
 from typedlm.run_dir import check_run_dir, run_lock
-from typedlm.train import TrainConfig, TrainingDiverged, configure_optimizer, lr_at, train
+from typedlm.train import TrainConfig, TrainingDiverged, TrainingInterrupted, configure_optimizer, lr_at, train
 from typedlm.trainlog import TrainLog
 
 CFG = tl.CausalConfig(batch=4, seq_len=16, vocab=128, heads=2, head_dim=8, ffn_hidden=32, layers=1)
@@ -153,6 +154,25 @@ def test_a_finished_run_extends_with_a_larger_steps_and_records_the_new_schedule
     assert extended.train["steps"] == 7 and TrainLog.from_dict(extended.to_dict()).extensions == extended.extensions
     with pytest.raises(CheckpointError, match=r"after step 7; to extend the run, --steps must be more than 7"):
         _run(dataclasses.replace(short, steps=6), out_dir=tmp_path, resume=True)
+
+
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes_exactly(tmp_path: Path) -> None:
+    tc = dataclasses.replace(TC, steps=8, eval_every=0, checkpoint_every=0)
+    whole, _ = _run(tc, out_dir=tmp_path / "whole")
+
+    def press_ctrl_c(done: int) -> None:
+        if done == 3:
+            signal.raise_signal(signal.SIGINT)  # the handler asks the loop to stop after the running step
+
+    with pytest.raises(
+        TrainingInterrupted, match=r"interrupted after step 4; checkpoint in .*: continue with --resume"
+    ):
+        _run(tc, out_dir=tmp_path / "cut", on_step=press_ctrl_c)
+    found = find_checkpoint(tmp_path / "cut")
+    assert found is not None and load_checkpoint(found).step == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    resumed, _ = _run(tc, out_dir=tmp_path / "cut", resume=True)
+    assert _losses(resumed) == _losses(whole)
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -112,6 +114,37 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, log: TrainLog) -> None:
         super().__init__(message)
         self.log = log
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run at a step boundary, after writing the log and (with ``out_dir``) a
+    checkpoint of ``step`` completed steps; ``--resume`` continues it."""
+
+    def __init__(self, step: int, log: TrainLog, out_dir: str | Path | None) -> None:
+        saved = f"; checkpoint in {Path(out_dir) / 'checkpoint'}: continue with --resume" if out_dir else ""
+        super().__init__(f"interrupted after step {step}{saved}")
+        self.step, self.log = step, log
+
+
+@contextlib.contextmanager
+def _stop_requests(enabled: bool) -> Iterator[list[bool]]:
+    """Turn the first Ctrl-C into a request to stop at the next step boundary (a second one stops at
+    once). Off under DDP, where every rank would have to agree on the step, and off-main-thread."""
+    requested = [False]
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request(signum: int, frame: object) -> None:
+        requested[0] = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
@@ -335,57 +368,68 @@ def _train(
         bar.set_postfix(loss=f"{log.steps[-1].loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
 
     model.train()
-    for step in range(start, tc.steps):
-        lr = lr_at(step, tc)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        _seed_dropout(tc.seed, info.rank, step, device)
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(tc.grad_accum):
-            window = sample_windows(
-                train_tokens,
-                batch=cfg.batch,
-                seq_len=cfg.seq_len,
-                seed=tc.seed,
-                step=step,
-                micro_step=micro,
-                micro_steps=tc.grad_accum,
-                rank=info.rank,
-                world=info.world_size,
-            )
-            window = _to_device(window, device)
-            with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
-                loss = losses.next_token_cross_entropy(runner(window[:, :-1]), window)
-            (loss / tc.grad_accum).backward()
-            loss_sum += loss.detach().float()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        pending.append((step, lr, loss_sum / tc.grad_accum, grad_norm.detach().float()))
-        steps_in_interval += 1
+    with _stop_requests(not info.enabled) as stop:
+        for step in range(start, tc.steps):
+            lr = lr_at(step, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            _seed_dropout(tc.seed, info.rank, step, device)
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(tc.grad_accum):
+                window = sample_windows(
+                    train_tokens,
+                    batch=cfg.batch,
+                    seq_len=cfg.seq_len,
+                    seed=tc.seed,
+                    step=step,
+                    micro_step=micro,
+                    micro_steps=tc.grad_accum,
+                    rank=info.rank,
+                    world=info.world_size,
+                )
+                window = _to_device(window, device)
+                with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
+                    loss = losses.next_token_cross_entropy(runner(window[:, :-1]), window)
+                (loss / tc.grad_accum).backward()
+                loss_sum += loss.detach().float()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pending.append((step, lr, loss_sum / tc.grad_accum, grad_norm.detach().float()))
+            steps_in_interval += 1
 
-        done = step + 1
-        at_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.steps
-        at_ckpt = out_dir is not None and ((ckpt_every > 0 and done % ckpt_every == 0) or done == tc.steps)
-        if done % tc.log_every == 0 or at_eval or at_ckpt:
-            flush(done)
-            if at_eval:
-                model.eval()
-                val = estimate_loss(evaluator, val_tokens, cfg, tc, info=info, device=device, amp=amp)
-                model.train()
-                log.evals.append(EvalRecord(done, val))
-                bar.write(f"step {done}: train loss {log.steps[-1].loss:.4f}, val loss {val:.4f}")
-            log.wall_s += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if at_ckpt and info.is_main:
-                assert out_dir is not None
-                save_checkpoint(out_dir, model, optimizer, _state(done, cfg, tc, info, tokenizer_hash, data_hash, log))
-            if at_ckpt:
-                last_ckpt = done
-            t_interval, steps_in_interval = time.perf_counter(), 0
-        bar.update(1)
-        if on_step is not None:
-            on_step(done)
+            done = step + 1
+            stopping = stop[0] and done < tc.steps  # Ctrl-C: log and checkpoint this step, then stop
+            at_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.steps
+            at_ckpt = out_dir is not None and ((ckpt_every > 0 and done % ckpt_every == 0) or done == tc.steps)
+            at_ckpt = at_ckpt or (stopping and out_dir is not None)
+            if done % tc.log_every == 0 or at_eval or at_ckpt or stopping:
+                flush(done)
+                if at_eval:
+                    model.eval()
+                    val = estimate_loss(evaluator, val_tokens, cfg, tc, info=info, device=device, amp=amp)
+                    model.train()
+                    log.evals.append(EvalRecord(done, val))
+                    bar.write(f"step {done}: train loss {log.steps[-1].loss:.4f}, val loss {val:.4f}")
+                log.wall_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if at_ckpt and info.is_main:
+                    assert out_dir is not None
+                    save_checkpoint(
+                        out_dir, model, optimizer, _state(done, cfg, tc, info, tokenizer_hash, data_hash, log)
+                    )
+                if at_ckpt:
+                    last_ckpt = done
+                t_interval, steps_in_interval = time.perf_counter(), 0
+            bar.update(1)
+            if stopping:
+                bar.close()
+                log.status = "interrupted"
+                if out_dir is not None and info.is_main:
+                    _plot(log, Path(out_dir))
+                raise TrainingInterrupted(done, log, out_dir)
+            if on_step is not None:
+                on_step(done)
     bar.close()
     log.status = "completed"
     if out_dir is not None and info.is_main:
