@@ -282,10 +282,10 @@ def train(
     check_vocab_fits(top + 1, cfg, what=f"the data (largest id {top})")
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out_dir, where the checkpoint is")
-    if out_dir is None or not dist_info_from_env().is_main:
-        return _train(model, cfg, train_tokens, val_tokens, tc, out_dir, resume, tokenizer_hash, data_info, on_step)
-    check_run_dir(out_dir, resume=resume, overwrite=overwrite)
-    with run_lock(out_dir):
+    run_dir = out_dir if dist_info_from_env().is_main else None  # only rank 0 writes there
+    if run_dir is not None:
+        check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    with run_lock(run_dir) if run_dir is not None else contextlib.nullcontext():
         return _train(model, cfg, train_tokens, val_tokens, tc, out_dir, resume, tokenizer_hash, data_info, on_step)
 
 

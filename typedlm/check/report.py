@@ -50,6 +50,13 @@ class Report:
     functions: int = 0
     seconds: float = 0.0
 
+    def add(self, problem: Problem) -> None:
+        """Record ``problem``, unless it is an error with the same code at the same line as one already
+        recorded (a layer class and the model built from it can fail at one line)."""
+        place = (problem.path, problem.line, problem.code, problem.severity)
+        if problem.severity == "note" or all((p.path, p.line, p.code, p.severity) != place for p in self.problems):
+            self.problems.append(problem)
+
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
@@ -71,12 +78,8 @@ class Report:
         return "; ".join(parts)
 
     def format(self) -> str:
-        """One line per problem, sorted by place, and the summary; the same code twice on one line is
-        shown once (a layer class and the model built from it can fail at the same line)."""
-        shown: dict[tuple[str, int, str], Problem] = {}
-        for problem in sorted(self.problems, key=lambda p: (p.path, p.line, p.code)):
-            shown.setdefault((problem.path, problem.line, problem.code), problem)
-        lines = [p.format() for p in shown.values()]
+        """One line per problem, sorted by place, and the summary."""
+        lines = [p.format() for p in sorted(self.problems, key=lambda p: (p.path, p.line, p.code))]
         return "\n".join([*lines, self.summary()])
 
     def to_json(self) -> str:

@@ -76,12 +76,10 @@ class _Checker:
                 location = user_location(e.__traceback__) or location
         fallback = _definition(target, layer) if isinstance(layer, Layer) else (target.path, target.line)
         path, line = (location.path, location.line) if location else fallback
-        self.report.problems.append(Problem(path, line, message, code))
+        self.report.add(Problem(path, line, message, code))
 
     def skipped(self, target: Target, why: str) -> None:
-        self.report.problems.append(
-            Problem(target.path, target.line, f"skipped {target.name}: {why}", "skipped", "note")
-        )
+        self.report.add(Problem(target.path, target.line, f"skipped {target.name}: {why}", "skipped", "note"))
 
     # --- targets ------------------------------------------------------------------------------------
 
@@ -197,7 +195,7 @@ class _Checker:
             with invariants.running(layer, training=False):
                 found = _guarded(functools.partial(invariants.non_finite_output, layer, x))
             if found:  # NaN differs from NaN: the other invariants would report nonsense
-                self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}", "non-finite"))
+                self.report.add(Problem(*where, f"{layer.describe()}: {found}", "non-finite"))
                 return
             reported: set[str] = set()
             for training, (dim, code, test) in itertools.product(modes, _POSITIONAL_INVARIANTS):
@@ -211,7 +209,7 @@ class _Checker:
                 if found:
                     mode = " in training mode" * training
                     hint = " (set causal = False on a layer that is meant to see later positions)" * (code == "causal")
-                    self.report.problems.append(Problem(*where, f"{layer.describe()}{mode}: {found}{hint}", code))
+                    self.report.add(Problem(*where, f"{layer.describe()}{mode}: {found}{hint}", code))
                     reported.add(code)
             if reported:
                 return
@@ -219,7 +217,7 @@ class _Checker:
                 with invariants.running(layer, training=False):
                     found = _guarded(lambda: invariants.cached_decoding(layer, x))
                 if found:
-                    self.report.problems.append(Problem(*where, f"{layer.describe()}: {found}", "cache"))
+                    self.report.add(Problem(*where, f"{layer.describe()}: {found}", "cache"))
 
     # --- checked functions --------------------------------------------------------------------------
 
@@ -413,7 +411,7 @@ def check(targets: Sequence[str], *, exclude: Sequence[str] = (), max_params: in
     started = time.perf_counter()
     loaded = load(targets, exclude)
     report = check_modules(loaded.modules, max_params=max_params)
-    report.problems[:0] = loaded.problems
+    report.problems[:0] = loaded.problems  # one per module: never the same place twice
     report.seconds = time.perf_counter() - started
     return report
 
