@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from typedlm.atomic import write_atomic, write_text_atomic
+from typedlm.errors import TypedLMError
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
 MODEL_FILE = "model.safetensors"
@@ -36,7 +37,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TypedLMError, RuntimeError):
     """A checkpoint is missing, damaged, or does not belong to the run resuming from it."""
 
 

@@ -12,6 +12,8 @@ import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
+from typedlm.errors import TypedLMError
+
 DEFAULT_CORPUS_NAME = "embedded:shakespeare"
 """How the embedded corpus is named in logs and checkpoints."""
 
@@ -21,7 +23,7 @@ model memorises a few MB of text long before it learns the language, so a small 
 mistake in a real run; for toy runs and tests, say so explicitly."""
 
 
-class CorpusError(ValueError):
+class CorpusError(TypedLMError, ValueError):
     """A corpus file is missing, unreadable, not UTF-8, empty, or too small without permission."""
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from typedlm.errors import ConfigError
+from typedlm.errors import ConfigError, TypedLMError
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 DtypeName = Literal["auto", "fp32", "bf16"]
@@ -14,7 +14,7 @@ DEVICES: tuple[DeviceName, ...] = ("auto", "cpu", "cuda")
 DTYPES: tuple[DtypeName, ...] = ("auto", "fp32", "bf16")
 
 
-class DeviceError(RuntimeError):
+class DeviceError(TypedLMError, RuntimeError):
     """The requested device cannot be used on this machine."""
 
 

@@ -1,7 +1,15 @@
-"""The two errors typedlm raises for user mistakes."""
+"""The errors typedlm raises for user mistakes; every one is a `TypedLMError`.
+
+Each keeps a built-in base too (``TypeError``, ``ValueError``, ``RuntimeError``), so code that catches
+those goes on working; ``except typedlm.errors.TypedLMError`` catches everything typedlm refuses.
+"""
 
 
-class ShapeError(TypeError):
+class TypedLMError(Exception):
+    """The root of typedlm's own errors: its message names the file, flag, field or dimension at fault."""
+
+
+class ShapeError(TypedLMError, TypeError):
     """A tensor's shape or dtype disagrees with what a layer, loss or composition declares.
 
     The message names the layer or function, the argument, the dimension, the expected size and where
@@ -9,5 +17,10 @@ class ShapeError(TypeError):
     """
 
 
-class ConfigError(ValueError):
+class ConfigError(TypedLMError, ValueError):
     """A configuration value breaks a rule; the message names the field, the value and the rule."""
+
+
+class DataFileError(TypedLMError, ValueError):
+    """A data file (vocab.json, merges.txt, a training log) cannot be used; the message starts with its
+    path, and the line where one is known (``path:line: ...``)."""

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from typedlm.config import CausalConfig
-from typedlm.errors import ConfigError
+from typedlm.errors import ConfigError, TypedLMError
 from typedlm.models import GPT2
 from typedlm.nn import TransformerBlock
 
@@ -51,7 +51,7 @@ _SUPPORTED: dict[str, tuple[object, ...]] = {
 """config.json fields whose other values change the maths typedlm implements."""
 
 
-class HFCheckpointError(ValueError):
+class HFCheckpointError(TypedLMError, ValueError):
     """A Hugging Face GPT-2 directory typedlm cannot read: the message names the directory and what is wrong."""
 
 
