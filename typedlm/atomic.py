@@ -8,16 +8,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it and rename it onto ``path``.
 
-    A crash leaves either the old file or the new one, never a mix.
+    A crash leaves either the old file or the new one, never a mix. The file gets the permissions a
+    plain ``open(path, "w")`` would give (0o666 less the umask), not ``mkstemp``'s private 0o600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
