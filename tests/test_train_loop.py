@@ -200,7 +200,7 @@ def test_vocab_larger_than_the_model_is_refused_before_the_first_step(tmp_path: 
     steps: list[int] = []
     with pytest.raises(tl.ConfigError, match=r"tokenizer has 50257 token ids but the model's vocab is 128"):
         _run(out_dir=tmp_path, vocab_size=50257, on_step=steps.append)
-    with pytest.raises(tl.ConfigError, match=r"the data \(largest id 200\) has 201 token ids"):
+    with pytest.raises(tl.ShapeError, match=r"train_tokens\[5\] is token id 200, outside the model's vocabulary"):
         model = tl.models.GPT2(CFG)
         bad = TRAIN.copy()
         bad[5] = 200

@@ -79,6 +79,8 @@ class CausalConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build from a dict such as a checkpoint's ``config``; unknown or missing fields are a ConfigError."""
+        if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+            raise ConfigError(f"CausalConfig.from_dict: expected a dict of field names, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:

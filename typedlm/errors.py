@@ -24,3 +24,8 @@ class ConfigError(TypedLMError, ValueError):
 class DataFileError(TypedLMError, ValueError):
     """A data file (vocab.json, merges.txt, a training log) cannot be used; the message starts with its
     path, and the line where one is known (``path:line: ...``)."""
+
+
+class NonFiniteError(TypedLMError, FloatingPointError):
+    """A tensor that must be finite holds NaN or infinity (e.g. the logits a token is sampled from);
+    the message names the tensor and where the first bad value is."""

@@ -26,7 +26,7 @@ from jaxtyping import Int, Int64
 from torch import Tensor
 
 from typedlm.checks import checked
-from typedlm.errors import ConfigError
+from typedlm.errors import ConfigError, ShapeError
 from typedlm.models import GPT2
 from typedlm.sampling import check_sampling, sample_next
 
@@ -59,7 +59,10 @@ def _check_request(model: GPT2, ids: Tensor, max_new_tokens: int) -> None:
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= model.cfg.vocab:
         bad = low if low < 0 else high
-        raise ConfigError(f"prompt holds token id {bad}: ids must be in 0..{model.cfg.vocab - 1} (cfg.vocab)")
+        raise ShapeError(
+            f"generate: the prompt holds token id {bad}, outside the vocabulary 0..{model.cfg.vocab - 1} "
+            f"(cfg.vocab={model.cfg.vocab})"
+        )
 
 
 @checked

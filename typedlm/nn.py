@@ -19,6 +19,7 @@ from typedlm.errors import ShapeError
 from typedlm.kv_cache import AttentionCache
 from typedlm.layer import Layer, Stack
 from typedlm.shapes import Embedded, Logits, OneHot, TokenIds
+from typedlm.token_ids import check_token_ids
 
 __all__ = [
     "MLP",
@@ -68,6 +69,7 @@ class TokenEmbedding(Layer[TokenIds, Embedded]):
         _normal_(self.weight, INIT_STD, _generator(seed, "token_embedding"))
 
     def forward(self, ids: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_model"]:
+        check_token_ids(ids, self.cfg.vocab, where=type(self).__name__, source="cfg.vocab")
         return F.embedding(ids, self.weight)
 
 

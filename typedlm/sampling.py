@@ -6,21 +6,40 @@ KV-cached decoding loop behind ``GPT2.generate``) builds on it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from jaxtyping import Float, Int64
 from torch import Tensor
 
-from typedlm.errors import ConfigError
+from typedlm.errors import ConfigError, NonFiniteError
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Refuse sampling settings that make no sense, naming the field."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not math.isfinite(temperature):
+        raise ConfigError(f"temperature={temperature!r}: must be a finite number >= 0 (0 = greedy)")
     if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+        raise ConfigError(f"temperature={temperature!r}: must be >= 0 (0 = greedy)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k={top_k!r}: must be an int >= 1, or None for all tokens")
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0.0 < top_p <= 1.0:
+            raise ConfigError(f"top_p={top_p!r}: must be a number in (0, 1], or None for no nucleus cut")
+
+
+def check_logits(logits: Float[Tensor, "batch vocab"]) -> None:
+    """Refuse logits holding NaN or +inf, or a row with no finite entry: no distribution to sample from."""
+    usable = ~(logits.isnan() | logits.isposinf())
+    usable &= logits.isfinite().any(dim=-1, keepdim=True)
+    if bool(usable.all()):
+        return
+    row, column = (int(i) for i in (~usable).nonzero()[0])
+    raise NonFiniteError(
+        f"sample_next: logits[{row}, {column}] is {float(logits[row, column])} (row {row} has "
+        f"{int(logits[row].isnan().sum())} NaN of {logits.shape[-1]}): the model's output is not a distribution; "
+        "check its weights (NaN or infinite after training or loading?)"
+    )
 
 
 def sample_next(
@@ -35,6 +54,7 @@ def sample_next(
     divided by ``temperature``, cut to the ``top_k`` largest, then to the smallest set whose
     probability reaches ``top_p``, and sampled."""
     check_sampling(temperature, top_k, top_p)
+    check_logits(logits)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature

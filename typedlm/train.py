@@ -40,11 +40,12 @@ from typedlm.checkpoint import (
     save_checkpoint,
 )
 from typedlm.config import CausalConfig
-from typedlm.device import autocast_dtype, resolve_device
+from typedlm.device import DEVICES, DTYPES, autocast_dtype, resolve_device
 from typedlm.distributed import DistInfo, dist_info_from_env, init_process_group, mean_across_ranks
-from typedlm.errors import ConfigError
+from typedlm.errors import ConfigError, ShapeError
 from typedlm.plots import save_loss_curve
 from typedlm.run_dir import check_run_dir, run_lock
+from typedlm.token_ids import ids_validated
 from typedlm.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
 
 RESUME_FIELDS = (
@@ -61,6 +62,18 @@ RESUME_FIELDS = (
 )
 """Settings that shape the run's losses: a resumed run must use the checkpoint's values, except that
 ``steps`` may grow (the run is extended, and the learning-rate schedule follows the new total)."""
+
+
+_INT_MINIMA = {
+    "steps": 1,
+    "warmup_steps": 0,
+    "grad_accum": 1,
+    "eval_every": 0,
+    "eval_batches": 1,
+    "log_every": 1,
+    "checkpoint_every": 0,
+    "seed": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -88,21 +101,31 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "grad_accum", "eval_batches", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be >= 1")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be >= 0")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        def rule(name: str, text: str) -> ConfigError:
+            return ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be {text}")
+
+        for name, minimum in _INT_MINIMA.items():
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"TrainConfig.{name}={value!r}: must be a finite number >= 0")
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise rule(name, f"an int >= {minimum}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise rule(name, "a finite number >= 0")
+        if self.lr == 0:
+            raise rule("lr", "> 0 (a learning rate of 0 trains nothing)")
         if self.min_lr > self.lr:
-            raise ConfigError(f"TrainConfig.min_lr={self.min_lr!r}: must be <= lr={self.lr!r}")
+            raise rule("min_lr", f"<= lr={self.lr!r}")
         for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: must be in [0, 1)")
+            if not getattr(self, name) < 1.0:
+                raise rule(name, "in [0, 1)")
+        if self.device not in DEVICES:
+            raise rule("device", f"one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise rule("dtype", f"one of {', '.join(DTYPES)}")
+        for name in ("compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise rule(name, "a bool")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -179,6 +202,27 @@ def check_vocab_fits(vocab_size: int, cfg: CausalConfig, what: str = "tokenizer"
             "ids past the vocabulary have no embedding. Build the model with vocab >= "
             f"{vocab_size}, or project the tokens onto a smaller local vocabulary (--local-vocab)."
         )
+
+
+def check_token_array(tokens: object, vocab: int, name: str) -> None:
+    """Refuse token data that is not a 1-D integer array of ids in ``0..vocab-1`` (a ShapeError naming
+    the first id outside the vocabulary)."""
+    if not isinstance(tokens, np.ndarray) or tokens.ndim != 1:
+        found = f"shape {tokens.shape}" if isinstance(tokens, np.ndarray) else type(tokens).__name__
+        raise ShapeError(f"train(): {name} must be a 1-D numpy array of token ids, got {found}")
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ShapeError(f"train(): {name} must hold integer token ids, got dtype {tokens.dtype}")
+    if len(tokens) == 0:
+        return
+    low, high = int(tokens.min()), int(tokens.max())
+    if low >= 0 and high < vocab:
+        return
+    index = int(np.argmax(tokens < 0)) if low < 0 else int(np.argmax(tokens >= vocab))
+    raise ShapeError(
+        f"train(): {name}[{index}] is token id {int(tokens[index])}, outside the model's vocabulary "
+        f"0..{vocab - 1} (CausalConfig.vocab={vocab}): build the model with vocab >= {high + 1}, or project "
+        "the tokens onto a smaller local vocabulary (--local-vocab)"
+    )
 
 
 def data_fingerprint(train_tokens: Tokens, val_tokens: Tokens) -> str:
@@ -276,16 +320,17 @@ def train(
     """
     if vocab_size is not None:
         check_vocab_fits(vocab_size, cfg)
+    for name, tokens in (("train_tokens", train_tokens), ("val_tokens", val_tokens)):
+        check_token_array(tokens, cfg.vocab, name)
     check_windows(train_tokens, cfg.seq_len, "train")
     check_windows(val_tokens, cfg.seq_len, "val")
-    top = max(int(train_tokens.max()), int(val_tokens.max()))
-    check_vocab_fits(top + 1, cfg, what=f"the data (largest id {top})")
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out_dir, where the checkpoint is")
     run_dir = out_dir if dist_info_from_env().is_main else None  # only rank 0 writes there
     if run_dir is not None:
         check_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    with run_lock(run_dir) if run_dir is not None else contextlib.nullcontext():
+    lock = run_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
+    with lock, ids_validated():  # every id was checked above: no per-step device sync for the check
         return _train(model, cfg, train_tokens, val_tokens, tc, out_dir, resume, tokenizer_hash, data_info, on_step)
 
 

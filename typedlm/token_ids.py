@@ -1,0 +1,61 @@
+"""Token ids must lie in the vocabulary: an id outside it is a `ShapeError` naming the id and the vocabulary.
+
+Without this check an out-of-range id is torch's bare "index out of range in self" on the CPU and a
+device-side assert that poisons the whole CUDA context on a GPU. The check is one ``aminmax`` over the
+ids (microseconds), made in eager mode whenever checks are on (``TYPEDLM_CHECKS`` is not ``off``); it
+is left out of ``torch.compile`` graphs. On an accelerator it waits for the device, so callers that
+validated their ids once up front (the trainer validates its whole token arrays before the first step)
+run their steps inside `ids_validated` to skip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from typedlm import checks
+from typedlm.errors import ShapeError
+
+_validated_depth = 0
+
+
+@contextlib.contextmanager
+def ids_validated() -> Iterator[None]:
+    """Skip the per-call id check on accelerators inside the block (the caller checked its ids already)."""
+    global _validated_depth
+    _validated_depth += 1
+    try:
+        yield
+    finally:
+        _validated_depth -= 1
+
+
+def check_token_ids(ids: Tensor, vocab: int, *, where: str, source: str, ignore_index: int | None = None) -> None:
+    """Refuse ``ids`` holding a value outside ``0..vocab-1`` (``ignore_index`` aside), naming the first one.
+
+    ``where`` names the layer or function, ``source`` where ``vocab`` comes from (``cfg.vocab``, the
+    logits' last dimension).
+    """
+    if ids.numel() == 0 or checks.current_mode() == "off" or torch.compiler.is_compiling():
+        return
+    if ids.device.type != "cpu" and _validated_depth:
+        return
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ShapeError(f"{where}: token ids must be an integer tensor, got dtype {ids.dtype}")
+    low, high = (int(v) for v in torch.aminmax(ids))
+    if low >= 0 and high < vocab:
+        return
+    bad = ids < 0
+    bad |= ids >= vocab
+    if ignore_index is not None:
+        bad &= ids != ignore_index
+        if not bool(bad.any()):
+            return
+    position = tuple(int(i) for i in bad.nonzero()[0])
+    value = int(ids[position])
+    raise ShapeError(
+        f"{where}: token id {value} at position {position} is outside the vocabulary 0..{vocab - 1} ({source}={vocab})"
+    )
