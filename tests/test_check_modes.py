@@ -72,7 +72,17 @@ def test_env_var_off_wraps_nothing_at_import() -> None:
     assert result.stdout.strip() == "ok", result.stderr
 
 
-def test_env_var_with_a_bad_value_is_a_config_error() -> None:
-    result = _run("import typedlm", "sometimes")
-    assert result.returncode != 0
-    assert "ConfigError: TYPEDLM_CHECKS='sometimes': must be one of full, boundary, off" in result.stderr
+def test_env_var_with_a_bad_value_warns_at_import_and_is_a_config_error_when_checked() -> None:
+    code = (
+        "import typedlm as tl\n"
+        "assert tl.checks.current_mode() == 'full'\n"
+        "try:\n"
+        "    tl.checks.check_mode_variable()\n"
+        "except tl.ConfigError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    result = _run(code, "sometimes")
+    assert result.returncode == 0, result.stderr
+    message = "TYPEDLM_CHECKS='sometimes': must be one of full, boundary, off"
+    assert f"UserWarning: {message}; checking in full mode" in result.stderr
+    assert result.stdout.strip() == f"refused: {message}"

@@ -1,6 +1,7 @@
 """Runtime shape checks: the mode switch, call signatures, and the wrappers that enforce them.
 
-Modes (``TYPEDLM_CHECKS`` at import, `set_mode` or ``with checks.mode(...)`` later):
+Modes (``TYPEDLM_CHECKS`` at import — a malformed value warns and checks in full mode, see
+`check_mode_variable` —, `set_mode` or ``with checks.mode(...)`` later):
 
 - ``full`` (default): every layer's forward, every loss and public function is checked.
 - ``boundary``: model entry/exit (classes declared ``boundary=True``) and losses only.
@@ -21,6 +22,7 @@ import dataclasses
 import inspect
 import os
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
@@ -48,7 +50,23 @@ def _parse_mode(value: str, source: str) -> Mode:
     raise ConfigError(f"{source}={value!r}: must be one of {', '.join(MODES)}")
 
 
-_mode: Mode = _parse_mode(os.environ.get("TYPEDLM_CHECKS", "full") or "full", "TYPEDLM_CHECKS")
+def _mode_from_environment() -> tuple[Mode, ConfigError | None]:
+    """``TYPEDLM_CHECKS`` (default full); a malformed value gives full mode plus the error to report."""
+    try:
+        return _parse_mode(os.environ.get("TYPEDLM_CHECKS", "full") or "full", "TYPEDLM_CHECKS"), None
+    except ConfigError as error:
+        warnings.warn(f"{error}; checking in full mode", stacklevel=2)
+        return "full", error
+
+
+_mode, _variable_error = _mode_from_environment()
+
+
+def check_mode_variable() -> None:
+    """Raise the ConfigError for a malformed ``TYPEDLM_CHECKS`` (at import it only warns, so that a
+    command-line program can report it as a one-line error)."""
+    if _variable_error is not None:
+        raise _variable_error
 
 
 def current_mode() -> Mode:

@@ -1,0 +1,131 @@
+"""Checks made before any long work starts: files, output paths, environment variables, memory.
+
+Each raises `ConfigError` naming the flag (``--out``), variable (``TYPEDLM_CHECKS``) or file at fault,
+so a run that cannot finish is refused in its first second rather than after hours of training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+
+import torch
+
+from typedlm import checks
+from typedlm.config import CausalConfig
+from typedlm.errors import ConfigError
+
+__all__ = [
+    "check_environment",
+    "check_input_file",
+    "check_memory",
+    "check_output_dir",
+    "check_output_file",
+    "machine_memory_bytes",
+    "training_memory_bytes",
+]
+
+
+def check_environment() -> None:
+    """Refuse a malformed ``TYPEDLM_CHECKS`` or an unusable ``TYPEDLM_CACHE_DIR``."""
+    checks.check_mode_variable()
+    cache = os.environ.get("TYPEDLM_CACHE_DIR")
+    if cache:
+        check_output_dir("TYPEDLM_CACHE_DIR", Path(cache))
+
+
+def check_input_file(flag: str, path: Path) -> None:
+    """``path`` must be a readable regular file (not a directory, FIFO or device)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{flag} {path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{flag} {path}: is not a regular file (a pipe or a device?)")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{flag} {path}: permission denied (not readable)")
+
+
+def check_output_dir(flag: str, path: Path) -> None:
+    """``path`` must be a writable directory, or creatable as one (its nearest existing parent writable)."""
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a file, not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {path}: permission denied (the directory is not writable)")
+        return
+    _check_creatable(flag, path)
+
+
+def check_output_file(flag: str, path: Path) -> None:
+    """``path`` must be a writable file, or creatable as one (its nearest existing parent writable)."""
+    if path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a directory, not a file")
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {path}: permission denied (cannot replace the file)")
+        return
+    _check_creatable(flag, path)
+
+
+def _check_creatable(flag: str, path: Path) -> None:
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot be created: permission denied in {parent}")
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+def training_memory_bytes(cfg: CausalConfig) -> int:
+    """A lower estimate of the memory one training process needs for a GPT-2 of ``cfg``'s sizes in fp32.
+
+    Weights, gradients and AdamW's two moments (16 bytes per parameter), plus the activations kept for
+    the backward pass of one micro-batch of ``cfg.batch`` sequences: per layer and token about
+    ``16 * d_model + 2 * ffn`` floats (attention by a fused kernel, no ``seq × seq`` matrix), and the
+    logits with their softmax and gradient (``3 * vocab`` floats per token). Real use is higher
+    (allocator slack, temporaries), so a run this estimate refuses cannot fit.
+    """
+    d, ffn, vocab, layers = cfg.d_model, cfg.ffn_hidden, cfg.vocab, cfg.layers
+    per_block = 4 * d * d + 2 * d * ffn + 9 * d + ffn
+    params = vocab * d + cfg.seq_len * d + layers * per_block + 2 * d + (0 if cfg.tie_embeddings else vocab * d)
+    tokens = cfg.batch * cfg.seq_len
+    activations = tokens * (layers * (16 * d + 2 * ffn) + 3 * vocab)
+    return 4 * (4 * params + activations)
+
+
+def machine_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of ``device`` (GPU memory for CUDA, physical memory for the CPU); None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: CausalConfig, device: torch.device, *, available: int | None = None) -> None:
+    """Refuse a model and batch whose estimated training memory exceeds what ``device`` has."""
+    need = training_memory_bytes(cfg)
+    have = machine_memory_bytes(device) if available is None else available
+    if have is None or need <= have:
+        return
+    raise ConfigError(
+        f"the model and batch need at least {_gib(need)} to train ({cfg.layers} layers × d_model {cfg.d_model}, "
+        f"vocab {cfg.vocab}, batch {cfg.batch} × seq_len {cfg.seq_len}) but the {device.type} has {_gib(have)}: "
+        "use a smaller --batch (and --grad-accum to keep the tokens per step), --seq-len or model"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{math.ceil(n / 2**30 * 10) / 10:.1f} GiB"
