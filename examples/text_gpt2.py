@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +27,12 @@ import torch
 import typedlm as tl
 from typedlm import tokenizers
 from typedlm.batches import Tokens, split_tokens
-from typedlm.checkpoint import CheckpointError, find_checkpoint
-from typedlm.corpus import Corpus, CorpusError, load_corpus
-from typedlm.device import DTYPES, DeviceError, autocast_dtype, resolve_device
+from typedlm.checkpoint import find_checkpoint
+from typedlm.cli import ArgumentParser, run_main
+from typedlm.corpus import Corpus, load_corpus
+from typedlm.device import DTYPES, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
+from typedlm.preflight import check_environment, check_input_file, check_memory, check_output_dir, check_output_file
 from typedlm.presets import PRESETS, get_preset
 from typedlm.run_dir import check_run_dir
 from typedlm.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(f'{k}={v}' for k, v in p.train.items())}\n  {'':12s} ({p.about})"
         for name, p in PRESETS.items()
     )
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m examples.text_gpt2",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=f"presets (options marked 'preset' take these values unless given):\n{presets}",
@@ -143,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = p.add_argument_group("sampling after training")
     gen.add_argument("--prompt", default="First Citizen:", help="text the sample continues")
+    gen.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="encode special tokens such as <|endoftext|> in prompts as their ids (refused otherwise)",
+    )
     gen.add_argument("--generate", type=int, default=300, help="tokens to sample; 0 = none")
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=200, help="sample among the k likeliest tokens; 0 = all")
@@ -157,30 +166,42 @@ def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig,
     """The model and training configs: the preset's values, overridden by the flags that were given."""
     preset = get_preset(args.preset)
     sizes = {**preset.model, **{k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}}
-    cfg = tl.CausalConfig(vocab=args.vocab or vocab, **sizes)
     settings = {**preset.train, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}}
-    tc = TrainConfig(
-        **settings,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
-        progress=not args.no_progress,
-    )
+    try:
+        cfg = tl.CausalConfig(vocab=args.vocab or vocab, **sizes)
+        tc = TrainConfig(
+            **settings,
+            seed=args.seed,
+            device=args.device,
+            dtype=args.dtype,
+            compile=args.compile,
+            progress=not args.no_progress,
+        )
+    except tl.ConfigError as e:  # "TrainConfig.lr=0.0: ..." is "--lr 0.0: ..." to the person who typed it
+        field = re.match(r"(?:CausalConfig|TrainConfig)\.(\w+)=(.*)", str(e))
+        if field is None or field[1] not in (*SIZE_FLAGS, *TRAIN_FLAGS, "seed"):
+            raise
+        raise tl.ConfigError(f"--{field[1].replace('_', '-')} {field[2]}") from None
     return cfg, tc
 
 
-def make_tokenizer(args: argparse.Namespace, corpus: Corpus) -> tuple[tokenizers.Tokenizer, Tokens]:
-    """Bytes, GPT-2 BPE, or GPT-2 BPE projected onto the corpus's first ``--local-vocab`` ids; and the
-    corpus encoded with it."""
+def base_tokenizer(args: argparse.Namespace) -> tokenizers.Tokenizer:
+    """Bytes, or GPT-2 BPE read from --bpe-vocab / --bpe-merges (both files checked)."""
     if args.bpe_vocab is None:
-        tokenizer: tokenizers.Tokenizer = tokenizers.ByteTokenizer()
-        return tokenizer, encode(corpus, tokenizer)
-    bpe = tokenizers.GPT2BPE.from_files(args.bpe_vocab, args.bpe_merges)
+        return tokenizers.ByteTokenizer()
+    return tokenizers.GPT2BPE.from_files(args.bpe_vocab, args.bpe_merges)
+
+
+def make_tokenizer(
+    args: argparse.Namespace, base: tokenizers.Tokenizer, corpus: Corpus
+) -> tuple[tokenizers.Tokenizer, Tokens]:
+    """``base``, or ``base`` projected onto the corpus's first ``--local-vocab`` ids; and the corpus
+    encoded with it."""
     if args.local_vocab is None:
-        return bpe, encode(corpus, bpe)
-    base_ids = encode(corpus, bpe)
-    local = tokenizers.LocalTokenizer(bpe, tokenizers.LocalVocab.first_seen(base_ids, bpe.vocab_size, args.local_vocab))
+        return base, encode(corpus, base)
+    base_ids = encode(corpus, base)
+    vocab = tokenizers.LocalVocab.first_seen(base_ids, base.vocab_size, args.local_vocab)
+    local = tokenizers.LocalTokenizer(base, vocab)
     return local, local.vocab.to_local(base_ids).astype(np.uint16)
 
 
@@ -194,9 +215,20 @@ def encode(corpus: Corpus, tokenizer: tokenizers.Tokenizer) -> Tokens:
     return np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32)
 
 
+def encode_prompt(tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, prompt: str) -> list[int]:
+    """``prompt``'s ids; a special token in it is refused unless --allow-special (a ConfigError)."""
+    try:
+        ids = tokenizer.encode(prompt, allowed_special="all" if args.allow_special else set())
+    except ValueError as e:
+        raise tl.ConfigError(
+            f"--prompt {prompt!r}: {str(e).split('. ')[0]}; pass --allow-special to encode it"
+        ) from None
+    return ids or tokenizer.encode("\n")
+
+
 def sample(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, prompt: str) -> str:
     """``prompt`` followed by up to ``--generate`` sampled tokens (KV-cached decoding), decoded."""
-    ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
+    ids = encode_prompt(tokenizer, args, prompt)
     device = next(model.parameters()).device
     out = model.generate(
         torch.tensor([ids], device=device),
@@ -209,16 +241,65 @@ def sample(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argpars
     return tokenizer.decode(out[0].tolist())
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse option values that are wrong whatever the files hold (before anything is read)."""
+    if (args.bpe_vocab is None) != (args.bpe_merges is None):
+        given, missing = ("--bpe-vocab", "--bpe-merges") if args.bpe_merges is None else ("--bpe-merges", "--bpe-vocab")
+        raise tl.ConfigError(f"{given} requires {missing}: a GPT-2 tokenizer needs both vocab.json and merges.txt")
+    if args.local_vocab is not None and args.bpe_vocab is None:
+        raise tl.ConfigError("--local-vocab projects GPT-2 BPE ids: it needs --bpe-vocab and --bpe-merges")
+    for flag, value, low in (("--generate", args.generate, 0), ("--max-chars", args.max_chars, 1),
+                             ("--finetune-steps", args.finetune_steps, 1), ("--top-k", args.top_k, 0)):  # fmt: skip
+        if value is not None and value < low:
+            raise tl.ConfigError(f"{flag} {value}: must be >= {low}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise tl.ConfigError(f"--val-fraction {args.val_fraction}: must be in (0, 1)")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise tl.ConfigError(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy)")
+    if not 0.0 < args.top_p <= 1.0:
+        raise tl.ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = off)")
+
+
+def check_files(args: argparse.Namespace, is_main: bool) -> None:
+    """Inputs readable, outputs writable, and an --out holding a run not replaced by accident."""
+    check_environment()
+    for flag, path in (("--data-file", args.data_file), ("--finetune-file", args.finetune_file),
+                       ("--bpe-vocab", args.bpe_vocab), ("--bpe-merges", args.bpe_merges)):  # fmt: skip
+        if path is not None:
+            check_input_file(flag, path)
+    if is_main:
+        check_output_dir("--out", args.out)
+        if args.log is not None:
+            check_output_file("--log", args.log)
+        check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+
+
+def check_vocab(args: argparse.Namespace, base: tokenizers.Tokenizer) -> int:
+    """The model's vocabulary size as far as it is known before encoding; --local-vocab and --vocab checked."""
+    vocab = base.vocab_size
+    if args.local_vocab is not None:
+        if not 2 <= args.local_vocab <= base.vocab_size:
+            raise tl.ConfigError(f"--local-vocab {args.local_vocab}: must be in 2..{base.vocab_size} (the tokenizer's)")
+        vocab = args.local_vocab
+    if args.vocab is not None and args.vocab < vocab:
+        raise tl.ConfigError(f"--vocab {args.vocab}: the tokenizer has {vocab} ids; the model needs at least as many")
+    return args.vocab or vocab
+
+
 def run(args: argparse.Namespace) -> int:
     info = dist_info_from_env()
     say = print if info.is_main else (lambda *a, **k: None)
+    check_arguments(args)
     device = resolve_device(args.device, info.local_rank)  # a missing GPU is reported before any work
+    check_files(args, info.is_main)
+    base = base_tokenizer(args)
+    encode_prompt(base, args, args.prompt)  # a special token in --prompt is refused now, not after training
+    check_memory(make_configs(args, check_vocab(args, base))[0], device)
     if args.dtype == "bf16" and autocast_dtype("bf16", device) is None:
         say("note: --dtype bf16 applies on CUDA only; the CPU trains in fp32")
-    if info.is_main:  # before any work: an --out that holds a run is not replaced by accident
-        check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)
-    tokenizer, tokens = make_tokenizer(args, corpus)
+    ft_corpus = None if args.finetune_file is None else load_corpus(args.finetune_file, allow_small=True)
+    tokenizer, tokens = make_tokenizer(args, base, corpus)
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
     cfg, tc = make_configs(args, tokenizer.vocab_size)
     model = tl.models.GPT2(cfg, seed=args.seed)
@@ -249,10 +330,9 @@ def run(args: argparse.Namespace) -> int:
             data_info=data_info,
             **common,
         )
-        if args.finetune_file is not None:
+        if ft_corpus is not None:
             if info.is_main:
                 log.save(log_path)
-            ft_corpus = load_corpus(args.finetune_file, allow_small=True)
             ft_train, ft_val = split_tokens(encode(ft_corpus, tokenizer), args.val_fraction)
             ft_tc = dataclasses.replace(
                 tc, steps=args.finetune_steps, warmup_steps=min(tc.warmup_steps, args.finetune_steps // 10)
@@ -304,26 +384,17 @@ def interact(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argpa
         prompt = line.rstrip("\n")
         if prompt.strip() in ("", ":q"):
             break
-        print(sample(model, tokenizer, args, prompt) + "\nprompt> ", end="", flush=True)
+        try:
+            print(sample(model, tokenizer, args, prompt), end="")
+        except tl.ConfigError as e:  # a special token in the line: say so and read the next one
+            print(f"text_gpt2: {e}", end="")
+        print("\nprompt> ", end="", flush=True)
     print()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if (args.bpe_vocab is None) != (args.bpe_merges is None):
-        given, missing = ("--bpe-vocab", "--bpe-merges") if args.bpe_merges is None else ("--bpe-merges", "--bpe-vocab")
-        parser.error(f"{given} requires {missing}: a GPT-2 tokenizer needs both vocab.json and merges.txt")
-    if args.local_vocab is not None and args.bpe_vocab is None:
-        parser.error("--local-vocab projects GPT-2 BPE ids: it needs --bpe-vocab and --bpe-merges")
-    if args.generate < 0 or (args.max_chars is not None and args.max_chars < 1):
-        parser.error("--generate must be >= 0 and --max-chars >= 1")
-    try:
-        return run(args)
-    except (tl.ConfigError, CorpusError, CheckpointError, DeviceError) as e:
-        parser.error(str(e))
-    except ValueError as e:  # bad tokenizer files: the message starts with path:line
-        parser.error(str(e))
+    args = build_parser().parse_args(argv)
+    return run_main("text_gpt2", lambda: run(args))
 
 
 if __name__ == "__main__":

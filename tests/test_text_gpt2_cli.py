@@ -114,7 +114,7 @@ def test_tokenizer_larger_than_model_refused_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = _main([*TINY, "--vocab", "100", "--out", str(tmp_path)], capsys)
-    assert code == 2 and "tokenizer has 256 token ids but the model's vocab is 100" in err
+    assert code == 2 and "--vocab 100: the tokenizer has 256 ids" in err
     assert "step" not in out and find_checkpoint(tmp_path) is None
 
 

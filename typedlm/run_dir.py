@@ -30,6 +30,8 @@ def check_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a directory")
+    if resume and find_checkpoint(out) is None:
+        raise ConfigError(f"--out {out}: no checkpoint to --resume (resume=True) from; start a new run")
     found = None if resume or overwrite else find_checkpoint(out)
     if found is not None:
         step = read_state(found).get("step", "?")
