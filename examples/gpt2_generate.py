@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,10 @@ from typing import TextIO, TypedDict
 import torch
 
 import typedlm as tl
-from typedlm.hf import HFCheckpointError, load_gpt2
+from typedlm.cli import ArgumentParser, run_main
+from typedlm.device import DEVICES, resolve_device
+from typedlm.hf import load_gpt2
+from typedlm.preflight import check_environment, check_input_file
 from typedlm.tokenizers import GPT2BPE, gpt2_files
 
 
@@ -37,7 +41,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m examples.gpt2_generate",
         description=__doc__,
         formatter_class=_HelpFormatter,
@@ -54,13 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
     p.add_argument("--no-stop-at-eot", action="store_true", help="keep going after <|endoftext|>")
-    p.add_argument("--device", default="cpu", help="torch device to run on")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="auto takes CUDA when a GPU is present")
     return p
 
 
-def _tokenizer(args: argparse.Namespace, parser: argparse.ArgumentParser) -> GPT2BPE:
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse option values that are wrong whatever the files hold."""
     if (args.bpe_vocab is None) != (args.bpe_merges is None):
-        parser.error("--bpe-vocab and --bpe-merges go together: a GPT-2 tokenizer needs both files")
+        raise tl.ConfigError("--bpe-vocab and --bpe-merges go together: a GPT-2 tokenizer needs both files")
+    if args.max_new_tokens < 0:
+        raise tl.ConfigError(f"--max-new-tokens {args.max_new_tokens}: must be >= 0")
+    if args.num_samples < 1:
+        raise tl.ConfigError(f"--num-samples {args.num_samples}: must be >= 1")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise tl.ConfigError(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy)")
+    if args.top_k is not None and args.top_k < 1:
+        raise tl.ConfigError(f"--top-k {args.top_k}: must be >= 1 (leave it out to sample from all tokens)")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise tl.ConfigError(f"--top-p {args.top_p}: must be in (0, 1]")
+    if args.seed is not None and args.seed < 0:
+        raise tl.ConfigError(f"--seed {args.seed}: must be >= 0")
+    check_environment()
+    if not args.model.is_dir():
+        problem = "is not a directory" if args.model.exists() else "no such directory"
+        raise tl.ConfigError(f"--model {args.model}: {problem}")
+    for flag, path in (("--bpe-vocab", args.bpe_vocab), ("--bpe-merges", args.bpe_merges)):
+        if path is not None:
+            check_input_file(flag, path)
+
+
+def _tokenizer(args: argparse.Namespace) -> GPT2BPE:
     vocab, merges = (args.bpe_vocab, args.bpe_merges) if args.bpe_vocab is not None else gpt2_files()
     return GPT2BPE.from_files(vocab, merges)
 
@@ -92,13 +119,17 @@ def _sampling(args: argparse.Namespace) -> Sampling:
     )  # fmt: skip
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO) -> int:
-    tok = _tokenizer(args, parser)
-    model = load_gpt2(args.model).to(args.device)
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    check_arguments(args)
+    device = resolve_device(args.device)
+    tok = _tokenizer(args)
+    model = load_gpt2(args.model).to(device)
     if tok.vocab_size > model.cfg.vocab:
-        parser.error(f"the tokenizer has {tok.vocab_size} ids but the model only {model.cfg.vocab} (vocab_size)")
+        raise tl.ConfigError(
+            f"--model {args.model}: vocab_size {model.cfg.vocab} is smaller than the tokenizer's {tok.vocab_size} ids"
+        )
     prompt = tok.encode(args.prompt, allowed_special="all") if args.prompt else [tok.eot_token or 0]
-    ids = torch.tensor([prompt] * args.num_samples, device=args.device)
+    ids = torch.tensor([prompt] * args.num_samples, device=device)
     out.write(args.prompt)
     if args.num_samples == 1:
         _stream(model, tok, ids, args, out)
@@ -111,16 +142,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO) 
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.max_new_tokens < 0 or args.num_samples < 1:
-        parser.error("--max-new-tokens must be >= 0 and --num-samples >= 1")
-    try:
-        return run(args, parser, out or sys.stdout)
-    except (HFCheckpointError, tl.ConfigError) as error:
-        parser.error(str(error))
-    except ValueError as error:  # bad tokenizer files: the message starts with path:line
-        parser.error(str(error))
+    args = build_parser().parse_args(argv)
+    return run_main("gpt2_generate", lambda: run(args, out or sys.stdout))
 
 
 if __name__ == "__main__":

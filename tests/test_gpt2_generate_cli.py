@@ -72,6 +72,6 @@ def test_bad_inputs_are_reported_as_usage_errors(
     code, _, err = _run(["--model", str(tmp_path)], capsys)
     assert code == 2 and "config.json: cannot read" in err
     code, _, err = _run(["--model", str(model_dir), "--top-p", "2"], capsys)
-    assert code == 2 and "top_p must be in (0, 1]" in err
+    assert code == 2 and "--top-p 2.0: must be in (0, 1]" in err
     code, _, err = _run(["--model", str(model_dir), "--bpe-vocab", "v.json"], capsys)
     assert code == 2 and "--bpe-vocab and --bpe-merges go together" in err
