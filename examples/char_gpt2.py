@@ -10,6 +10,8 @@ Text → `CharTokenizer` (its alphabet is the corpus's characters) → train/val
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -20,13 +22,16 @@ import torch
 
 import typedlm as tl
 from typedlm.batches import Tokens, split_tokens
-from typedlm.corpus import CorpusError, load_corpus
+from typedlm.cli import ArgumentParser, run_main
+from typedlm.corpus import load_corpus
+from typedlm.device import resolve_device
+from typedlm.preflight import check_environment, check_input_file, check_memory
 from typedlm.tokenizers import CharTokenizer
 from typedlm.train import TrainConfig, TrainingInterrupted, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m examples.char_gpt2", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m examples.char_gpt2", description=__doc__.split("\n\n")[0])
     p.add_argument("--context-size", type=int, default=64, help="characters the model sees (seq_len)")
     p.add_argument("--num-blocks", type=int, default=6, help="transformer blocks")
     p.add_argument("--num-heads", type=int, default=6, help="attention heads (must divide --embedding-dim)")
@@ -45,6 +50,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto takes CUDA if present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+FLAGS = {"batch": "--batch-size", "seq_len": "--context-size", "heads": "--num-heads", "layers": "--num-blocks",
+         "dropout": "--dropout", "steps": "--num-steps", "lr": "--lr", "min_lr": "--lr", "eval_every": "--eval-every",
+         "eval_batches": "--eval-batches", "seed": "--seed"}  # fmt: skip
+"""The flag behind each config field, for error messages."""
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse option values that are wrong whatever the text holds, and unreadable files, before any work."""
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise tl.ConfigError(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy)")
+    for flag, value, low in (("--sample-chars", args.sample_chars, 0), ("--max-chars", args.max_chars, 1),
+                             ("--embedding-dim", args.embedding_dim, 1)):  # fmt: skip
+        if value is not None and value < low:
+            raise tl.ConfigError(f"{flag} {value}: must be >= {low}")
+    check_environment()
+    if args.data_file is not None:
+        check_input_file("--data-file", args.data_file)
+
+
+def configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig, TrainConfig]:
+    """The model and training configs; a value a config refuses is reported under its flag's name."""
+    try:
+        cfg = model_config(args, vocab)
+        tc = TrainConfig(steps=args.num_steps, lr=args.lr, min_lr=args.lr / 10,
+                         warmup_steps=min(100, args.num_steps // 10), eval_every=args.eval_every,
+                         eval_batches=args.eval_batches, seed=args.seed, device=args.device,
+                         progress=not args.no_progress)  # fmt: skip
+    except tl.ConfigError as e:  # "CausalConfig.seq_len=0: ..." is "--context-size 0: ..." here
+        field = re.match(r"(?:CausalConfig|TrainConfig)\.(\w+)=(.*)", str(e))
+        if field is None or field[1] not in FLAGS:
+            raise
+        raise tl.ConfigError(f"{FLAGS[field[1]]} {field[2]}") from None
+    return cfg, tc
 
 
 def model_config(args: argparse.Namespace, vocab: int) -> tl.CausalConfig:
@@ -69,14 +109,14 @@ def sample(model: tl.models.GPT2, tokenizer: CharTokenizer, args: argparse.Names
 
 def run(args: argparse.Namespace) -> float:
     """Train and print; returns the final validation loss (nats per character)."""
+    check_arguments(args)
+    device = resolve_device(args.device)
     corpus = load_corpus(args.data_file, allow_small=True, max_chars=args.max_chars)
     tokenizer = CharTokenizer.from_text(corpus.text)
+    cfg, tc = configs(args, tokenizer.vocab_size)
+    check_memory(cfg, device)
     tokens: Tokens = np.asarray(tokenizer.encode(corpus.text), dtype=np.int32)
     train_tokens, val_tokens = split_tokens(tokens, 0.1)
-    cfg = model_config(args, tokenizer.vocab_size)
-    tc = TrainConfig(steps=args.num_steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.num_steps // 10),
-                     eval_every=args.eval_every, eval_batches=args.eval_batches, seed=args.seed, device=args.device,
-                     progress=not args.no_progress)  # fmt: skip
     model = tl.models.GPT2(cfg, seed=args.seed)
     print(f"data: {corpus.name}, {len(tokens):,} characters, alphabet of {tokenizer.vocab_size}; model: "
           f"{model.param_count():,} parameters ({cfg.layers} blocks × {cfg.heads} heads, "
@@ -95,16 +135,17 @@ def run(args: argparse.Namespace) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except (tl.ConfigError, CorpusError) as e:
-        parser.error(str(e))
-    except TrainingInterrupted as e:  # Ctrl-C: stopped at a step boundary
-        print(f"char_gpt2: {e}", file=sys.stderr)
-        return 130
-    return 0
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        try:
+            run(args)
+        except TrainingInterrupted as e:  # Ctrl-C: stopped at a step boundary
+            print(f"char_gpt2: {e}", file=sys.stderr)
+            return 130
+        return 0
+
+    return run_main("char_gpt2", body)
 
 
 if __name__ == "__main__":
