@@ -11,8 +11,9 @@ The last block's attention weights on one held-out example are saved as one PNG 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import math
+import re
 import sys
 import time
 import zlib
@@ -28,6 +29,8 @@ from torch import Tensor
 
 import typedlm as tl
 from typedlm.attention_maps import capture_attention
+from typedlm.cli import ArgumentParser, run_main
+from typedlm.preflight import check_environment, check_input_file, check_memory, check_output_dir
 from typedlm.train import TrainConfig, configure_optimizer, lr_at
 
 
@@ -81,31 +84,55 @@ class SortConfig:
     output: Output = field(default_factory=Output)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> SortConfig:
-        """Build from parsed YAML; an unknown section or key is a ConfigError naming it."""
-        section_types = {"task": Task, "model": ModelSize, "train": Training, "eval": Evaluation, "output": Output}
-        sections: dict[str, Any] = {}
-        for name, section_type in section_types.items():
-            values = data.get(name) or {}
-            unknown = sorted(set(values) - {f.name for f in dataclasses.fields(section_type)})
-            if unknown:
-                raise tl.ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} in section {name!r}")
-            sections[name] = section_type(**values)
-        extra = sorted(set(data) - set(sections))
+    def from_dict(cls, data: object, source: str = "config") -> SortConfig:
+        """Build from parsed YAML. An unknown section or key, a value of the wrong type, or one that the
+        model or training config refuses is a ConfigError naming ``source`` and ``section.key``."""
+        if not isinstance(data, dict):
+            raise tl.ConfigError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)})")
+        extra = sorted(map(str, set(data) - set(SECTIONS)))
         if extra:
             raise tl.ConfigError(f"{source}: unknown section(s) {', '.join(extra)}")
+        sections = {name: _section(source, name, data.get(name), kind) for name, kind in SECTIONS.items()}
         config = cls(**sections)
-        if config.task.length < 1 or config.task.digits < 2 or config.task.held_out_every < 2:
-            raise tl.ConfigError(f"{source}: task needs length >= 1, digits >= 2 and held_out_every >= 2")
+        config.check(source)
         return config
 
     @classmethod
-    def load(cls, path: str | Path) -> SortConfig:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise tl.ConfigError(f"{path}: expected a mapping of sections (task, model, train, eval, output)")
-        return cls.from_dict(data, str(path))
+    def load(cls, path: Path) -> SortConfig:
+        """Read the YAML file at ``path``; every problem is a ConfigError naming the file (and line or key)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise tl.ConfigError(f"{path}: cannot read the config ({reason})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise tl.ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        return cls.from_dict({} if data is None else data, str(path))
+
+    def check(self, source: str) -> None:
+        """Rules across keys: the task's ranges, and the model and training configs they make."""
+        for key, value, low in (("task.length", self.task.length, 1), ("task.digits", self.task.digits, 2),
+                                ("task.held_out_every", self.task.held_out_every, 2),
+                                ("eval.sequences", self.eval.sequences, 1)):  # fmt: skip
+            if value < low:
+                raise tl.ConfigError(f"{source}: {key}={value}: must be >= {low}")
+        try:
+            self.model_config()
+            self.train_config()
+        except tl.ConfigError as e:  # "CausalConfig.heads=0: ..." is "model.heads=0: ..." in this file
+            found = re.match(r"(?:CausalConfig|TrainConfig)\.(\w+)(=.*)", str(e))
+            name = None if found is None else _KEY_OF_FIELD.get(found[1])
+            raise tl.ConfigError(f"{source}: {name}{found[2]}" if name and found else f"{source}: {e}") from None
+        check_output_dir(f"{source}: output.dir", Path(self.output.dir))
+
+    def train_config(self) -> TrainConfig:
+        t = self.train
+        return TrainConfig(steps=t.steps, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
+                           weight_decay=t.weight_decay, beta2=t.beta2, grad_clip=t.grad_clip, seed=t.seed)  # fmt: skip
 
     def model_config(self) -> tl.CausalConfig:
         """Tokens are the digits; a training row is ``2 * length - 1`` long (the last digit is only a target)."""
@@ -113,6 +140,34 @@ class SortConfig:
         return tl.CausalConfig(batch=self.train.batch, seq_len=2 * self.task.length - 1, vocab=self.task.digits,
                                heads=m.heads, head_dim=m.head_dim, ffn_hidden=m.ffn_hidden, layers=m.layers,
                                dropout=m.dropout)  # fmt: skip
+
+
+SECTIONS: dict[str, type] = {"task": Task, "model": ModelSize, "train": Training, "eval": Evaluation, "output": Output}
+_KEY_OF_FIELD = {f.name: f"{section}.{f.name}" for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
+_KEY_OF_FIELD |= {"batch": "train.batch", "seq_len": "task.length", "vocab": "task.digits"}
+
+
+def _section(source: str, name: str, values: object, kind: type) -> Any:
+    """The section ``name`` as a ``kind``; every key must be one of its fields, with a value of its type."""
+    if values is None:
+        return kind()
+    if not isinstance(values, dict):
+        raise tl.ConfigError(f"{source}: section {name!r} must be a mapping of keys, got {values!r}")
+    types = {f.name: f.type for f in dataclasses.fields(kind)}
+    unknown = sorted(map(str, set(values) - set(types)))
+    if unknown:
+        raise tl.ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} in section {name!r}")
+    for key, value in values.items():
+        wanted = types[key]
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
+            "str": isinstance(value, str) and value != "",
+        }[str(wanted)]
+        if not ok:
+            what = {"int": "an integer", "float": "a finite number", "str": "a non-empty string"}[str(wanted)]
+            raise tl.ConfigError(f"{source}: {name}.{key}={value!r}: must be {what}")
+    return kind(**values)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -152,8 +207,7 @@ def make_batch(
 def train(model: tl.models.GPT2, config: SortConfig) -> list[float]:
     """AdamW on the masked loss; returns the loss of every step."""
     t = config.train
-    tc = TrainConfig(steps=t.steps, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
-                     weight_decay=t.weight_decay, beta2=t.beta2, grad_clip=t.grad_clip, seed=t.seed)  # fmt: skip
+    tc = config.train_config()
     optimizer = configure_optimizer(model, tc, torch.device("cpu"))
     generator = torch.Generator().manual_seed(t.seed)
     losses: list[float] = []
@@ -247,15 +301,20 @@ def run(config: SortConfig) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.sort_gpt2", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m examples.sort_gpt2", description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", type=Path, required=True, help="YAML config (see examples/sort_gpt2.yaml)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
+        check_environment()
+        check_input_file("--config", args.config)
         config = SortConfig.load(args.config)
-    except (OSError, yaml.YAMLError, tl.ConfigError, TypeError) as e:
-        parser.error(str(e))
-    run(config)
-    return 0
+        hint = f"use a smaller train.batch or model in {args.config}"
+        check_memory(config.model_config(), torch.device("cpu"), hint=hint)
+        run(config)
+        return 0
+
+    return run_main("sort_gpt2", body)
 
 
 if __name__ == "__main__":

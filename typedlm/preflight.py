@@ -114,8 +114,15 @@ def machine_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(cfg: CausalConfig, device: torch.device, *, available: int | None = None) -> None:
-    """Refuse a model and batch whose estimated training memory exceeds what ``device`` has."""
+def check_memory(
+    cfg: CausalConfig,
+    device: torch.device,
+    *,
+    available: int | None = None,
+    hint: str = "use a smaller --batch (and --grad-accum to keep the tokens per step), --seq-len or model",
+) -> None:
+    """Refuse a model and batch whose estimated training memory exceeds what ``device`` has (or
+    ``available`` bytes); ``hint`` says what to change."""
     need = training_memory_bytes(cfg)
     have = machine_memory_bytes(device) if available is None else available
     if have is None or need <= have:
@@ -123,7 +130,7 @@ def check_memory(cfg: CausalConfig, device: torch.device, *, available: int | No
     raise ConfigError(
         f"the model and batch need at least {_gib(need)} to train ({cfg.layers} layers × d_model {cfg.d_model}, "
         f"vocab {cfg.vocab}, batch {cfg.batch} × seq_len {cfg.seq_len}) but the {device.type} has {_gib(have)}: "
-        "use a smaller --batch (and --grad-accum to keep the tokens per step), --seq-len or model"
+        f"{hint}"
     )
 
 
