@@ -1,4 +1,7 @@
-"""The embedded corpus, corpus files and the small-data guard; token windows and batches."""
+"""The embedded corpus, corpus files and the small-data guard; token windows and batches.
+
+Every kind of unusable corpus file (directory, FIFO, device, unreadable, garbage): tests/test_bad_data_files.py.
+"""
 
 from __future__ import annotations
 
@@ -44,12 +47,33 @@ def test_bad_corpus_files_name_the_file(tmp_path: Path) -> None:
         load_corpus(tmp_path / "missing.txt", allow_small=True)
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"line one\nline two caf\xe9\n")
-    with pytest.raises(CorpusError, match=r"latin1\.txt:2: corpus is not valid UTF-8"):
+    with pytest.raises(CorpusError, match=r"latin1\.txt:2: corpus is not valid UTF-8 \(.* at byte offset 21\)"):
         load_corpus(bad, allow_small=True)
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with pytest.raises(CorpusError, match="empty"):
         load_corpus(empty, allow_small=True)
+
+
+def test_a_small_file_reports_what_allow_small_would_not_fix(tmp_path: Path) -> None:
+    """Content is checked before size: a small file that is also unusable says why, not 'too small'."""
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"caf\xe9\n")
+    with pytest.raises(CorpusError, match=r"latin1\.txt:1: corpus is not valid UTF-8"):
+        load_corpus(bad)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n  \n")
+    with pytest.raises(CorpusError, match=r"blank\.txt: corpus holds only whitespace \(5 bytes\)"):
+        load_corpus(blank)
+
+
+def test_a_cut_corpus_keeps_the_first_characters(tmp_path: Path) -> None:
+    f = tmp_path / "text.txt"
+    f.write_text("héllo wörld\n" * 10, encoding="utf-8")
+    whole = load_corpus(f, allow_small=True)
+    assert whole.text == f.read_text(encoding="utf-8") and whole.path == f and whole.name == str(f)
+    cut = load_corpus(f, allow_small=True, max_chars=7)
+    assert cut.text == "héllo w" and cut.path is None
 
 
 def test_split_keeps_order_and_tail_is_val() -> None:

@@ -1,4 +1,8 @@
-"""Bad vocab.json / merges.txt files raise ValueError naming the file and the line."""
+"""Bad vocab.json / merges.txt files raise DataFileError (a ValueError) naming the file and the line;
+which vocabulary entries count as special tokens, checked against tiktoken built from the same pair.
+
+More bad files (unreadable, FIFOs, garbage, mismatched pairs) and fuzzing: tests/test_bad_data_files.py.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,13 @@ import re
 from pathlib import Path
 
 import pytest
+import tiktoken
 
+from typedlm.errors import DataFileError
 from typedlm.tokenizers import GPT2BPE, gpt2_files
-from typedlm.tokenizers.byte_level import BYTE_TO_CHAR
+from typedlm.tokenizers.bpe_files import looks_special
+from typedlm.tokenizers.byte_level import BYTE_TO_CHAR, symbols_to_bytes
+from typedlm.tokenizers.pretokenize import GPT2_PATTERN
 
 BYTES = [BYTE_TO_CHAR[b] for b in range(256)]
 
@@ -154,3 +162,92 @@ def test_crlf_merges_and_trailing_blank_lines_are_accepted(tmp_path: Path) -> No
     merges = "#version: 0.2\r\nĠ t\r\nĠt h\r\n\r\n\n"
     tok = GPT2BPE.from_files(*write_pair(tmp_path, pretty(small_vocab()), merges))
     assert tok.encode(" th") == [257]
+
+
+def test_every_error_is_a_data_file_error(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match=r"merges\.txt:1: the first line must be"):
+        GPT2BPE.from_files(*write_pair(tmp_path, pretty(small_vocab()), "Ġ t\n"))
+
+
+@pytest.mark.parametrize(
+    ("token", "special"),
+    [
+        ("<|endoftext|>", True),
+        ("<s>", True),
+        ("</s>", True),
+        ("<pad>", True),
+        ("[CLS]", True),
+        ("<｜begin▁of▁sentence｜>", True),
+        ("<>", False),  # nothing inside
+        ("[]", False),
+        ("<a b>", False),  # whitespace
+        ("<tab\t>", False),
+        ("<x\u200b>", False),  # not printable
+        ("<\ud800>", False),  # not encodable
+        ("<s", False),
+        ("s>", False),
+        ("<a>b>", False),
+        ("[CLS>", False),
+        ("Ġthe", False),
+    ],
+)
+def test_the_shape_of_a_special_token(token: str, special: bool) -> None:
+    assert looks_special(token) is special
+
+
+def tiktoken_of(vocab: dict[str, int], specials: set[str]) -> tiktoken.Encoding:
+    """tiktoken over the same pair: byte-level tokens are ranked by id, the rest are its special tokens."""
+    ranks = {symbols_to_bytes(token): i for token, i in vocab.items() if token not in specials}
+    return tiktoken.Encoding(
+        "tiny", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={t: vocab[t] for t in specials}
+    )
+
+
+def test_special_tokens_that_look_special_are_accepted_and_encode_as_tiktoken_does(tmp_path: Path) -> None:
+    vocab = small_vocab()
+    specials = {"<|endoftext|>", "<pad>", "[CLS]", "</s>"}
+    for token in sorted(specials - vocab.keys()):
+        vocab[token] = len(vocab)
+    tok = GPT2BPE.from_files(*write_pair(tmp_path, pretty(vocab), GOOD_MERGES))
+    assert tok.special_tokens == specials
+    text = "[CLS] the <pad><pad> thin</s><|endoftext|> [CLS"
+    reference = tiktoken_of(vocab, specials)
+    assert tok.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+    assert tok.encode(text, disallowed_special=()) == reference.encode(text, disallowed_special=())
+    assert tok.decode(tok.encode(text, allowed_special="all")) == text
+
+
+def test_a_byte_level_token_no_merge_builds_is_refused_naming_both_files(tmp_path: Path) -> None:
+    vocab = small_vocab()
+    vocab["Ġthe"] = 259  # no merge rule makes it: merges.txt is short of one
+    vocab_path, merges_path = write_pair(tmp_path, pretty(vocab), GOOD_MERGES)
+    line = pretty(vocab).splitlines().index(' "Ġthe": 259') + 1
+    with pytest.raises(DataFileError) as caught:
+        GPT2BPE.from_files(vocab_path, merges_path)
+    assert str(caught.value) == (
+        f"{merges_path}: its 2 merge rules produce 1 fewer tokens than {vocab_path} holds "
+        f"(first missing: 'Ġthe', id 259, at line {line}, column 2); truncated, or from another vocabulary?"
+    )
+    with_merge = GPT2BPE.from_files(*write_pair(tmp_path, pretty(vocab), GOOD_MERGES + "Ġth e\n"))
+    assert with_merge.encode(" the") == [259] and with_merge.special_tokens == {"<|endoftext|>"}
+
+
+@pytest.mark.parametrize("token", ["<a b>", "end of text", "<\x00>"])
+def test_a_token_outside_the_byte_alphabet_that_does_not_look_special_is_refused(tmp_path: Path, token: str) -> None:
+    vocab = small_vocab()
+    vocab[token] = 259
+    text = pretty(vocab)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.endswith(": 259"))
+    with pytest.raises(
+        DataFileError, match=rf"vocab\.json:{line}:2: token .* is neither written in GPT-2's byte-level"
+    ):
+        GPT2BPE.from_files(*write_pair(tmp_path, text, GOOD_MERGES))
+
+
+def test_a_token_of_printable_ascii_shaped_wrong_is_taken_for_a_missing_merge(tmp_path: Path) -> None:
+    """``<>`` is written in the byte-level alphabet but is not special: only a merge could build it."""
+    vocab = small_vocab()
+    vocab["<>"] = 259
+    with pytest.raises(DataFileError, match=r"merges\.txt: its 2 merge rules produce 1 fewer tokens .*'<>', id 259"):
+        GPT2BPE.from_files(*write_pair(tmp_path, pretty(vocab), GOOD_MERGES))
+    assert GPT2BPE.from_files(*write_pair(tmp_path, pretty(vocab), GOOD_MERGES + "< >\n")).encode("<>") == [259]

