@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from typedlm.check.report import CODES
 from typedlm.check.run import DEFAULT_MAX_PARAMS, check
+from typedlm.cli import ArgumentParser, run_main
+from typedlm.errors import ConfigError
 
 
 def _configured_exclude() -> list[str]:
@@ -31,7 +32,7 @@ def _configured_exclude() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  [{code}] {meaning}" for code, meaning in CODES.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="typedlm check",
         description=(
             "Find shape bugs before the run: import the given files, directories or modules, build every "
@@ -63,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_params < 0:
-        print("typedlm check: error: --max-params must be >= 0", file=sys.stderr)
-        return 2
-    report = check(args.targets, exclude=[*_configured_exclude(), *args.exclude], max_params=args.max_params)
-    print(report.to_json() if args.json else report.format())
-    return report.exit_code
+
+    def body() -> int:
+        if args.max_params < 0:
+            raise ConfigError(f"--max-params {args.max_params}: must be >= 0")
+        report = check(args.targets, exclude=[*_configured_exclude(), *args.exclude], max_params=args.max_params)
+        print(report.to_json() if args.json else report.format())
+        return report.exit_code
+
+    return run_main("typedlm check", body)
