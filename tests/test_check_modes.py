@@ -72,17 +72,15 @@ def test_env_var_off_wraps_nothing_at_import() -> None:
     assert result.stdout.strip() == "ok", result.stderr
 
 
-def test_env_var_with_a_bad_value_warns_at_import_and_is_a_config_error_when_checked() -> None:
+def test_env_var_with_a_bad_value_is_a_config_error_when_a_layer_is_built() -> None:
     code = (
         "import typedlm as tl\n"
-        "assert tl.checks.current_mode() == 'full'\n"
+        "cfg = tl.CausalConfig(batch=1, seq_len=4, vocab=8, heads=1, head_dim=4, ffn_hidden=8, layers=1)\n"
         "try:\n"
-        "    tl.checks.check_mode_variable()\n"
+        "    tl.models.GPT2(cfg)\n"
         "except tl.ConfigError as e:\n"
         "    print('refused:', e)\n"
     )
     result = _run(code, "sometimes")
-    assert result.returncode == 0, result.stderr
-    message = "TYPEDLM_CHECKS='sometimes': must be one of full, boundary, off"
-    assert f"UserWarning: {message}; checking in full mode" in result.stderr
-    assert result.stdout.strip() == f"refused: {message}"
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.strip() == "refused: TYPEDLM_CHECKS='sometimes': must be one of full, boundary, off"

@@ -1,6 +1,6 @@
 """Runtime shape checks: the mode switch, call signatures, and the wrappers that enforce them.
 
-Modes (``TYPEDLM_CHECKS`` at import — a malformed value warns and checks in full mode, see
+Modes (``TYPEDLM_CHECKS`` at import — a malformed one is refused when a layer is built, see
 `check_mode_variable` —, `set_mode` or ``with checks.mode(...)`` later):
 
 - ``full`` (default): every layer's forward, every loss and public function is checked.
@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import os
 import typing
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
@@ -51,11 +50,10 @@ def _parse_mode(value: str, source: str) -> Mode:
 
 
 def _mode_from_environment() -> tuple[Mode, ConfigError | None]:
-    """``TYPEDLM_CHECKS`` (default full); a malformed value gives full mode plus the error to report."""
+    """``TYPEDLM_CHECKS`` (default full); a malformed value gives full mode plus the error to raise."""
     try:
         return _parse_mode(os.environ.get("TYPEDLM_CHECKS", "full") or "full", "TYPEDLM_CHECKS"), None
     except ConfigError as error:
-        warnings.warn(f"{error}; checking in full mode", stacklevel=2)
         return "full", error
 
 
@@ -63,8 +61,9 @@ _mode, _variable_error = _mode_from_environment()
 
 
 def check_mode_variable() -> None:
-    """Raise the ConfigError for a malformed ``TYPEDLM_CHECKS`` (at import it only warns, so that a
-    command-line program can report it as a one-line error)."""
+    """Raise the ConfigError for a malformed ``TYPEDLM_CHECKS``. Not raised at import (a command line
+    could not report it in one line then): every `typedlm.Layer` raises it when built, and the
+    command lines before any work."""
     if _variable_error is not None:
         raise _variable_error
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from torch import Tensor, nn
 
-from typedlm.checks import CallSignature, install_layer_checks
+from typedlm.checks import CallSignature, check_mode_variable, install_layer_checks
 from typedlm.config import CausalConfig
 from typedlm.dims import DimEnv, TensorSpec
 from typedlm.errors import ConfigError, ShapeError
@@ -91,6 +91,7 @@ class Layer(nn.Module, Generic[In, Out]):
 
     def __init__(self, cfg: CausalConfig) -> None:
         super().__init__()
+        check_mode_variable()
         if not isinstance(cfg, CausalConfig):
             raise ConfigError(f"{type(self).__name__}(cfg): cfg must be a CausalConfig, got {type(cfg).__name__}")
         self.cfg = cfg

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from typedlm.check.report import CODES
 from typedlm.check.run import DEFAULT_MAX_PARAMS, check
+from typedlm.checks import check_mode_variable
 from typedlm.cli import ArgumentParser, run_main
 from typedlm.errors import ConfigError
 
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        check_mode_variable()
         if args.max_params < 0:
             raise ConfigError(f"--max-params {args.max_params}: must be >= 0")
         report = check(args.targets, exclude=[*_configured_exclude(), *args.exclude], max_params=args.max_params)
