@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from typedlm.errors import ConfigError, DataFileError
 from typedlm.tokenizers.base import Tokenizer
 from typedlm.tokenizers.pretokenize import SAFE_CUT
 
@@ -62,15 +63,17 @@ def encode_corpus(
     ``allowed_special``; a later call with the same three reuses it. Special tokens written in the file
     (GPT-2's ``<|endoftext|>`` between documents) are encoded as their ids unless ``allowed_special``
     excludes them, in which case they are ordinary text. ``workers`` defaults to the number of usable
-    cores. ValueError if the vocabulary does not fit in uint16 or the file is missing or not UTF-8.
+    cores. ConfigError if the vocabulary does not fit in uint16; DataFileError (a ValueError) if the file is
+    missing, not a regular file, or not UTF-8.
     """
     source = Path(path)
     if tokenizer.vocab_size > MAX_VOCAB:
-        raise ValueError(
+        raise ConfigError(
             f"a vocabulary of {tokenizer.vocab_size} ids does not fit the uint16 token cache (at most {MAX_VOCAB} ids)"
         )
     if not source.is_file():
-        raise ValueError(f"{source}: no such file")
+        kind = "not a regular file (a directory, pipe or device)" if source.exists() else "no such file"
+        raise DataFileError(f"{source}: {kind}")
     allowed = allowed_special if allowed_special == "all" else frozenset(allowed_special)
     key = _cache_key(source, tokenizer, allowed)
     cache_path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -211,7 +214,7 @@ def _encode_file_span(
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             offset = start + err.start
-            raise ValueError(f"{source}:{_line_of(file, offset)}: not valid UTF-8 (byte offset {offset})") from None
+            raise DataFileError(f"{source}:{_line_of(file, offset)}: not valid UTF-8 (byte offset {offset})") from None
     ids = tokenizer.encode(text, allowed_special=allowed, disallowed_special=())
     return np.asarray(ids, dtype=np.uint16)
 
