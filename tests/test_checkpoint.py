@@ -1,7 +1,9 @@
-"""Checkpoints: round trip without pickle, atomic swap, clear errors for damaged files."""
+"""Checkpoints: round trip without pickle, atomic swap, checksums, clear errors for damaged files
+(tests/test_bad_checkpoints.py goes through every kind of damage)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -101,11 +103,33 @@ def test_damaged_files_are_named(tmp_path: Path) -> None:
 
     path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
     (path / OPTIMIZER_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"optimizer\.safetensors: checksum mismatch"):
+        load_checkpoint(path)
+    _drop_checksums(path)  # as written before checksums were recorded: the parser still refuses it
     with pytest.raises(CheckpointError, match=r"optimizer\.safetensors: not a readable safetensors file"):
         load_checkpoint(path)
     (path / MODEL_FILE).unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors: model weights not found"):
         load_weights(model, path)
+
+
+def _drop_checksums(path: Path) -> None:
+    state = json.loads((path / STATE_FILE).read_text())
+    del state["checksums"]
+    (path / STATE_FILE).write_text(json.dumps(state))
+
+
+def test_checksums_are_the_sha256_of_the_files_and_old_checkpoints_without_them_load(tmp_path: Path) -> None:
+    model, opt = _trained(0)
+    path = save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    checksums = json.loads((path / STATE_FILE).read_text())["checksums"]
+    for name in (MODEL_FILE, OPTIMIZER_FILE):  # what `sha256sum FILE` prints
+        assert checksums[name] == "sha256:" + hashlib.sha256((path / name).read_bytes()).hexdigest()
+    _drop_checksums(path)
+    fresh, fresh_opt = _trained(1)
+    load_weights(fresh, path)
+    restore_optimizer(fresh_opt, load_checkpoint(path))
+    assert torch.equal(fresh.emb.weight, model.emb.weight)
 
 
 def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:

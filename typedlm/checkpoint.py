@@ -1,23 +1,44 @@
-"""Checkpoints: safetensors tensors + a JSON state, swapped in whole, loaded without unpickling.
+"""Checkpoints: safetensors tensors + a JSON state, swapped in whole, loaded without unpickling, checked.
 
 A checkpoint is a directory ``OUT/checkpoint/`` holding
 
 - ``model.safetensors``: the model's weights (tied weights stored once), readable by any safetensors tool;
-- ``optimizer.safetensors``: the optimizer's per-parameter tensors (AdamW moments and step counts);
-- ``state.json``: the step, the model config, the trainer settings, the optimizer's hyperparameters,
-  the RNG seed scheme, fingerprints of the tokenizer and the data, and the TrainLog so far.
+- ``optimizer.safetensors``: the optimizer's per-parameter tensors (AdamW moments and step counts),
+  named ``"{parameter index}.{state name}"`` (``"3.exp_avg"``);
+- ``state.json``: the step, the model config, the optimizer's hyperparameters, the sha256 of both
+  tensor files, and (from the trainer, `TRAINER_FIELDS`) the trainer settings, the world size, the RNG
+  seed scheme, fingerprints of the tokenizer and the data, and the TrainLog so far.
 
 It is written into ``checkpoint.tmp/`` and then swapped in by two renames
 (``checkpoint`` → ``checkpoint.prev``, ``checkpoint.tmp`` → ``checkpoint``), so at every instant one
 complete checkpoint exists, even across repeated crashes: ``checkpoint.prev`` is removed only while a
 complete ``checkpoint`` exists, and `find_checkpoint` falls back to it after a crash between the
 renames. ``checkpoint.tmp`` is never read.
+
+Loading never silently accepts a damaged checkpoint; everything wrong is a one-line `CheckpointError`
+naming the file and the field or tensor:
+
+- every field of state.json is checked for presence, type and range (`read_state`);
+- each tensor file's sha256 is compared with the one recorded in state.json ``checksums``, so one
+  flipped bit anywhere in it is refused. sha256 of the whole file, rather than a cheaper digest, because
+  ``sha256sum model.safetensors`` checks it by hand too, and it is cheap: on a gpt2-small-sized file
+  (124M float32 parameters, 497 MB) hashing takes 0.3 s against 1.5 s to write and fsync the file
+  (x86 with SHA extensions; about 1 s without). Checkpoints written before checksums were recorded
+  (no ``checksums`` field) load without this check; every other check still applies;
+- weights holding NaN or infinity are refused (a fast sum first, an exact count only when it is not
+  finite), as are weights whose names or shapes do not fit the model;
+- optimizer tensors must be named ``"{index}.{name}"`` for a parameter some param_group lists, and
+  moments must have their parameter's shape.
+
+Nothing is written while loading, and a model is changed only once all its weights have passed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +51,35 @@ from torch import nn
 
 from typedlm.atomic import write_atomic, write_text_atomic
 from typedlm.errors import TypedLMError
+from typedlm.trainlog import (
+    FieldError,
+    TrainLog,
+    describe,
+    expect_dict,
+    expect_int,
+    expect_list,
+    expect_str,
+    field_of,
+    field_path,
+)
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+TRAINER_FIELDS = ("train", "world_size", "tokenizer_hash", "data_hash", "rng", "log")
+"""The state fields the trainer writes besides ``step``, ``config`` and ``optimizer``: `read_state`
+checks each one present, and ``require=TRAINER_FIELDS`` makes them compulsory (a resume reads them)."""
+
+_TRAIN_INTS = ("steps", "warmup_steps", "grad_accum", "seed")
+_TRAIN_NUMBERS = ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip")
+_GROUP_NUMBERS = ("lr", "eps", "weight_decay", "initial_lr", "momentum", "dampening")
+_GROUP_FLAGS = ("amsgrad", "maximize", "capturable", "differentiable", "nesterov", "decoupled_weight_decay")
+_GROUP_OPTIONAL_FLAGS = ("foreach", "fused")
+_PER_ELEMENT_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+_TENSOR_NAME = re.compile(r"(0|[1-9][0-9]*)\.(.+)", re.DOTALL)
+_CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class CheckpointError(TypedLMError, RuntimeError):
@@ -69,11 +114,17 @@ def find_checkpoint(out_dir: str | Path) -> Path | None:
     return None
 
 
+def file_checksum(file: Path) -> str:
+    """``"sha256:<hex>"`` of the file's bytes (``sha256sum FILE`` prints the same hex digits)."""
+    with open(file, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def save_checkpoint(
     out_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> Path:
     """Write ``model`` (unwrapped: not DDP or compiled), ``optimizer`` and the JSON-able ``state`` (which
-    must hold ``step``) as ``out_dir/checkpoint``; returns that path."""
+    must hold ``step`` and ``config``) as ``out_dir/checkpoint``; returns that path."""
     final = checkpoint_dir(out_dir)
     tmp, prev = final.with_name("checkpoint.tmp"), final.with_name("checkpoint.prev")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -82,7 +133,8 @@ def save_checkpoint(
     write_atomic(tmp / MODEL_FILE, lambda p: safetensors.torch.save_model(model, str(p)))
     tensors, optim_json = _split_optimizer_state(optimizer.state_dict())
     write_atomic(tmp / OPTIMIZER_FILE, lambda p: safetensors.torch.save_file(tensors, str(p)))
-    doc = {"format": CHECKPOINT_FORMAT, **state, "optimizer": optim_json}
+    checksums = {name: file_checksum(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)}
+    doc = {"format": CHECKPOINT_FORMAT, **state, "optimizer": optim_json, "checksums": checksums}
     write_text_atomic(tmp / STATE_FILE, json.dumps(doc, indent=1) + "\n")
     _fsync_dir(tmp)
 
@@ -96,65 +148,220 @@ def save_checkpoint(
     return final
 
 
-def read_state(path: str | Path) -> dict[str, Any]:
-    """``state.json`` of the checkpoint directory ``path``, checked for format."""
+def read_state(path: str | Path, *, require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``state.json`` of the checkpoint directory ``path``, every field checked; the fields named in
+    ``require`` (e.g. `TRAINER_FIELDS`) must be present too. Any problem is a CheckpointError."""
     file = Path(path) / STATE_FILE
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CheckpointError(f"{file}: checkpoint state file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: cannot read the checkpoint state ({_one_line(e)})") from None
     try:
         state = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{file}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{file}: format is {found!r}, expected {CHECKPOINT_FORMAT!r}")
-    for key in ("step", "config", "optimizer"):
-        if key not in state:
-            raise CheckpointError(f"{file}: field {key!r} is missing")
+    except (ValueError, RecursionError) as e:  # an integer of too many digits; nesting too deep
+        raise CheckpointError(f"{file}: not valid JSON ({_one_line(e)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, found {describe(state)}")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        found = describe(state["format"]) if "format" in state else "missing"
+        raise CheckpointError(f"{file}: format is {found}, expected {CHECKPOINT_FORMAT!r}")
+    try:
+        _check_state(state, require)
+    except FieldError as e:
+        raise CheckpointError(f"{file}: {e}") from None
     return state
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read the checkpoint directory ``path`` (state and optimizer tensors; nothing is unpickled)."""
+def load_checkpoint(path: str | Path, *, require: tuple[str, ...] = ()) -> Checkpoint:
+    """Read the checkpoint directory ``path``: its state (see `read_state` for ``require``) and its
+    optimizer tensors, checked against their checksum and their names (nothing is unpickled)."""
     path = Path(path)
-    state = read_state(path)
-    return Checkpoint(path, state, _load_tensors(path / OPTIMIZER_FILE))
+    state = read_state(path, require=require)
+    file = path / OPTIMIZER_FILE
+    tensors = _load_tensors(file, state)
+    _join_optimizer_state(tensors, state["optimizer"], path)  # only to check the tensors' names
+    return Checkpoint(path, state, tensors)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load ``path/model.safetensors`` into ``model`` in place; every tensor must match by name and shape."""
+    """Load ``path/model.safetensors`` into ``model`` in place; the file must match its checksum, hold
+    only finite numbers, and fit ``model`` tensor for tensor (by name and shape). On any error the model
+    is left as it was."""
     file = Path(path) / MODEL_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: model weights not found")
+    tensors = _load_tensors(file, read_state(path))
+    _check_finite(tensors, file)
+    _check_fits(model, tensors, file)
     try:
-        missing, unexpected = safetensors.torch.load_model(model, str(file), strict=False)
-    except (safetensors.SafetensorError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: cannot load weights into {type(model).__name__}: {e}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{file}: weights do not match {type(model).__name__}: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"{file}: cannot load weights into {type(model).__name__}: {_one_line(e)}") from None
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
     """Load the checkpoint's optimizer state into ``optimizer`` (built over the same parameters)."""
-    sd = _join_optimizer_state(ckpt.optimizer_tensors, ckpt.state["optimizer"])
+    file = ckpt.path / OPTIMIZER_FILE
+    sd = _join_optimizer_state(ckpt.optimizer_tensors, ckpt.state.get("optimizer"), ckpt.path)
+    saved = [i for group in sd["param_groups"] for i in group["params"]]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(saved) == len(params):  # otherwise load_state_dict says what differs
+        by_index = dict(zip(saved, params, strict=True))
+        for index, values in sorted(sd["state"].items()):
+            for name in _PER_ELEMENT_STATE:
+                value, param = values.get(name), by_index.get(index)
+                if isinstance(value, torch.Tensor) and param is not None and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{file}: tensor {f'{index}.{name}'!r} has shape {tuple(value.shape)}, but parameter {index} "
+                        f"of this optimizer has {tuple(param.shape)}"
+                    )
     try:
         optimizer.load_state_dict(sd)
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path / OPTIMIZER_FILE}: does not fit this optimizer: {e}") from None
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: does not fit this optimizer: {_one_line(e)}") from None
 
 
-def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+def _check_state(state: dict[str, Any], require: tuple[str, ...]) -> None:
+    """Check every field of a state.json object (``format`` already checked); FieldError on the first bad."""
+    for key in ("step", "config", "optimizer", *require):
+        field_of(state, key, "")
+    step = expect_int(state["step"], "step", minimum=0)
+    expect_dict(state["config"], "config")
+    _check_optimizer_doc(state["optimizer"])
+    if "train" in state:
+        train = expect_dict(state["train"], "train")
+        total = expect_int(field_of(train, "steps", "train"), "train.steps", minimum=1)
+        for name in _TRAIN_INTS:
+            if name in train:
+                expect_int(train[name], field_path("train", name))
+        for name in _TRAIN_NUMBERS:
+            if name in train:
+                _expect_json_number(train[name], field_path("train", name))
+        if step > total:
+            raise FieldError("step", f"{step} is beyond the run's total, train.steps={total}")
+    if "world_size" in state:
+        expect_int(state["world_size"], "world_size", minimum=1)
+    for name in ("tokenizer_hash", "data_hash"):
+        if name in state:
+            expect_str(state[name], name)
+    if "rng" in state:
+        expect_dict(state["rng"], "rng")
+    if "log" in state:
+        TrainLog.parse(state["log"], "log")
+    if "checksums" in state:
+        checksums = expect_dict(state["checksums"], "checksums")
+        for name in (MODEL_FILE, OPTIMIZER_FILE):
+            where = field_path("checksums", name)
+            value = expect_str(field_of(checksums, name, "checksums"), where)
+            if not _CHECKSUM.fullmatch(value):
+                raise FieldError(where, f"expected 'sha256:' and 64 hex digits, found {describe(value)}")
+
+
+def _check_optimizer_doc(doc: object) -> dict[str, Any]:
+    """The optimizer's JSON part: ``param_groups`` (hyperparameters and parameter indices) and
+    ``scalars`` (non-tensor per-parameter state, by index)."""
+    doc = expect_dict(doc, "optimizer")
+    groups = expect_list(field_of(doc, "param_groups", "optimizer"), "optimizer.param_groups")
+    seen: set[int] = set()
+    for i, group in enumerate(groups):
+        where = field_path("optimizer.param_groups", i)
+        group = expect_dict(group, where)
+        indices = expect_list(field_of(group, "params", where), field_path(where, "params"))
+        for j, index in enumerate(indices):
+            index = expect_int(index, field_path(field_path(where, "params"), j), minimum=0)
+            if index in seen:
+                raise FieldError(field_path(field_path(where, "params"), j), f"parameter {index} is listed twice")
+            seen.add(index)
+        for name in _GROUP_NUMBERS:
+            if name in group:
+                _expect_json_number(group[name], field_path(where, name))
+        if "betas" in group:
+            betas = expect_list(group["betas"], field_path(where, "betas"))
+            if len(betas) != 2:
+                raise FieldError(field_path(where, "betas"), f"expected 2 numbers, found {len(betas)} values")
+            for j, beta in enumerate(betas):
+                _expect_json_number(beta, field_path(field_path(where, "betas"), j))
+        for name in (*_GROUP_FLAGS, *_GROUP_OPTIONAL_FLAGS):
+            value = group.get(name, False)
+            if not (isinstance(value, bool) or (value is None and name in _GROUP_OPTIONAL_FLAGS)):
+                raise FieldError(field_path(where, name), f"expected true or false, found {describe(value)}")
+    scalars = expect_dict(field_of(doc, "scalars", "optimizer"), "optimizer.scalars")
+    for index, values in scalars.items():
+        where = field_path("optimizer.scalars", index)
+        if not _INDEX.fullmatch(index):
+            raise FieldError(where, "expected a parameter index (0, 1, ...) as the key")
+        if int(index) not in seen:
+            raise FieldError(where, f"parameter {index} is in no param_group")
+        for name, value in expect_dict(values, where).items():
+            if not (value is None or isinstance(value, bool | int | float)):
+                raise FieldError(field_path(where, name), f"expected a number, found {describe(value)}")
+    return doc
+
+
+def _expect_json_number(value: object, where: str) -> None:
+    """A JSON number as such (``"nan"`` strings are for logs, not hyperparameters)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldError(where, f"expected a number, found {describe(value)}")
+
+
+def _load_tensors(file: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``file``, once its bytes match the checksum ``state`` records for it (if any)."""
     if not file.is_file():
         raise CheckpointError(f"{file}: checkpoint file not found")
+    expected = state.get("checksums", {}).get(file.name)
     try:
-        return safetensors.torch.load_file(str(file))
-    except (safetensors.SafetensorError, OSError) as e:
-        raise CheckpointError(f"{file}: not a readable safetensors file: {e}") from None
+        actual = file_checksum(file) if expected is not None else None
+        tensors = safetensors.torch.load_file(str(file)) if actual == expected else {}
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file: {_one_line(e)}") from None
+    if actual != expected:
+        raise CheckpointError(
+            f"{file}: checksum mismatch: the file changed since the checkpoint was written (bit rot or an edit)"
+        )
+    return tensors
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """Refuse NaN or infinite weights, naming the first tensor (by name) and its count of them."""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not t.is_floating_point() or bool(torch.isfinite(t.sum())):  # a NaN or inf makes the sum one
+            continue
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:  # else the sum overflowed: the values are finite
+            raise CheckpointError(
+                f"{file}: tensor {name!r} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} "
+                f"(of {t.numel()}); the weights are unusable"
+            )
+
+
+def _check_fits(model: nn.Module, tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """Every tensor of ``model`` (tied ones stored once) is in ``tensors`` with its shape, and no more."""
+    expected = model.state_dict()
+
+    def where(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
+        return t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape), t.stride()
+
+    stored = {where(expected[name]) for name in tensors if name in expected and expected[name].numel() > 0}
+    missing = sorted(n for n, t in expected.items() if n not in tensors and not (t.numel() and where(t) in stored))
+    unexpected = sorted(set(tensors) - set(expected))
+    kind = type(model).__name__
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{file}: weights do not match {kind}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            + (f" ({len(missing)} missing, {len(unexpected)} unexpected)" if len(missing) + len(unexpected) > 5 else "")
+        )
+    wrong = [n for n in sorted(tensors) if tensors[n].shape != expected[n].shape]
+    if wrong:
+        name = wrong[0]
+        raise CheckpointError(
+            f"{file}: tensor {name!r} has shape {tuple(tensors[name].shape)}, but {kind} has "
+            f"{tuple(expected[name].shape)}" + (f" ({len(wrong)} tensors differ)" if len(wrong) > 1 else "")
+        )
 
 
 def _split_optimizer_state(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -170,15 +377,36 @@ def _split_optimizer_state(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor],
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> dict[str, Any]:
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], doc: object, path: Path) -> dict[str, Any]:
+    """The optimizer state dict from its tensors and the ``optimizer`` field of the checkpoint at ``path``;
+    a malformed field or a tensor not named ``"{index}.{name}"`` for a listed parameter is a CheckpointError."""
+    try:
+        doc = _check_optimizer_doc(doc)
+    except FieldError as e:
+        raise CheckpointError(f"{path / STATE_FILE}: {e}") from None
+    listed = {i for group in doc["param_groups"] for i in group["params"]}
     state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    for index, values in doc.get("scalars", {}).items():
+    for key, value in sorted(tensors.items()):
+        match = _TENSOR_NAME.fullmatch(key)
+        if match is None:
+            raise CheckpointError(
+                f"{path / OPTIMIZER_FILE}: tensor {key!r} is not named '<parameter index>.<state name>'"
+            )
+        index = int(match[1])
+        if index not in listed:
+            raise CheckpointError(
+                f"{path / OPTIMIZER_FILE}: tensor {key!r} is for parameter {index}, which no param_group lists"
+            )
+        state.setdefault(index, {})[match[2]] = value
+    for index, values in doc["scalars"].items():
         state.setdefault(int(index), {}).update(values)
     groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in doc["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _fsync_dir(path: Path) -> None:
