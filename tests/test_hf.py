@@ -1,7 +1,13 @@
 """Hugging Face GPT-2 checkpoints: parity with ``transformers`` both ways, both weight formats, clear errors."""
 
+import ctypes
+import errno
 import json
 import os
+import shutil
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,9 +140,9 @@ def test_kv_cache_decoding_of_a_loaded_model_matches_recompute_past_the_context(
 # --- typedlm → Hugging Face ------------------------------------------------------------------------
 
 
-def _typedlm_model(**changes: object) -> tl.models.GPT2:
+def _typedlm_model(seed: int = 4, /, **changes: object) -> tl.models.GPT2:
     cfg = tl.CausalConfig(batch=2, seq_len=POSITIONS, vocab=VOCAB, heads=4, head_dim=12, ffn_hidden=80, layers=2)
-    model = tl.models.GPT2(cfg.replace(**changes), seed=4).eval()
+    model = tl.models.GPT2(cfg.replace(**changes), seed=seed).eval()
     with torch.no_grad():  # non-zero biases and gains, so that a dropped or misplaced one is noticed
         for parameter in model.parameters():
             if parameter.dim() == 1:
@@ -191,6 +197,209 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(OSError, match="disk full"):
         save_gpt2(_typedlm_model(), tmp_path / "out")
     assert os.listdir(tmp_path) == []
+
+
+# --- saving over a checkpoint: one atomic swap ------------------------------------------------------
+
+
+def _same(loaded: tl.models.GPT2, model: tl.models.GPT2) -> bool:
+    """Whether ``loaded`` has exactly ``model``'s weights and layer-norm epsilon."""
+    ours, theirs = loaded.state_dict(), model.state_dict()
+    return (
+        loaded.cfg.layer_norm_eps == model.cfg.layer_norm_eps
+        and ours.keys() == theirs.keys()
+        and all(torch.equal(ours[name], theirs[name]) for name in ours)
+    )
+
+
+class _Crash(BaseException):
+    """The process dies here: nothing runs after it, not even cleanup."""
+
+
+def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int | None) -> list[str]:
+    """Record the save's moves and deletes (os.replace, the exchange, shutil.rmtree); from call ``step`` on,
+    each one crashes instead (so cleanup after the crash cannot run either)."""
+    calls: list[str] = []
+
+    def patch(owner: object, name: str) -> None:
+        real = getattr(owner, name)
+
+        def crashing(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            if step is not None and len(calls) > step:
+                raise _Crash(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, crashing)
+
+    patch(os, "replace")
+    patch(hf, "_exchange")
+    patch(shutil, "rmtree")
+    return calls
+
+
+def _renameat2_refused(*args: object) -> int:
+    """renameat2 as a filesystem without RENAME_EXCHANGE answers it."""
+    ctypes.set_errno(errno.EINVAL)
+    return -1
+
+
+_SWAPS = {
+    # steps of a save over an existing checkpoint, and what a crash at each step leaves at its path
+    "exchange": (["_exchange", "rmtree"], ["old", "new"]),
+    "two-renames": (["_exchange", "replace", "replace", "rmtree", "rmtree"], ["old", "old", "missing", "new", "new"]),
+}
+
+
+def _found_at(ckpt: Path, old: tl.models.GPT2, new: tl.models.GPT2) -> str:
+    """ "old" or "new" (the complete checkpoint at ``ckpt``), or "missing" (and the old one complete beside it)."""
+    if not ckpt.exists():
+        with pytest.raises(HFCheckpointError, match=r"interrupted save_gpt2 left the previous checkpoint complete"):
+            load_gpt2(ckpt)
+        assert _same(load_gpt2(ckpt.with_name(".ckpt.old")), old)
+        assert (ckpt.with_name(".ckpt.old") / "README.md").read_text() == "my notes\n"
+        return "missing"
+    assert (ckpt / "README.md").read_text() == "my notes\n"
+    loaded = load_gpt2(ckpt)
+    if _same(loaded, old):
+        return "old"
+    assert _same(loaded, new), "the directory mixes the old and the new checkpoint"
+    return "new"
+
+
+@pytest.mark.parametrize("swap", sorted(_SWAPS))
+def test_a_save_that_crashes_at_any_step_leaves_the_old_or_the_new_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    steps, outcomes = _SWAPS[swap]
+    if swap == "two-renames":
+        monkeypatch.setattr(hf, "_renameat2", lambda: _renameat2_refused)
+    old, new = _typedlm_model(4), _typedlm_model(5, layer_norm_eps=1e-6)
+
+    def prepare(root: Path) -> Path:
+        save_gpt2(old, root / "ckpt")
+        (root / "ckpt" / "README.md").write_text("my notes\n")
+        return root / "ckpt"
+
+    ckpt = prepare(tmp_path / "complete")
+    with monkeypatch.context() as patched:
+        calls = _crash_at(patched, None)
+        save_gpt2(new, ckpt)
+    assert calls == steps
+    assert _found_at(ckpt, old, new) == "new" and os.listdir(ckpt.parent) == ["ckpt"]
+
+    found = []
+    for step in range(len(steps)):
+        ckpt = prepare(tmp_path / f"crash-at-{step}")
+        with monkeypatch.context() as patched:
+            _crash_at(patched, step)
+            with pytest.raises(_Crash):
+                save_gpt2(new, ckpt)
+        found.append(_found_at(ckpt, old, new))
+        with monkeypatch.context() as patched:  # the next save completes the swap and clears what the crash left
+            patched.setattr(hf, "_alive", lambda pid: False)  # the crashed save's process counts as dead
+            save_gpt2(new, ckpt)
+        assert _found_at(ckpt, old, new) == "new"
+        assert os.listdir(ckpt.parent) == ["ckpt"]
+    assert found == outcomes
+
+
+def test_a_failed_second_rename_puts_the_old_checkpoint_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hf, "_renameat2", lambda: _renameat2_refused)
+    old = _typedlm_model(4)
+    save_gpt2(old, tmp_path / "ckpt")
+    real_replace, calls = os.replace, []
+
+    def replace(source: Any, target: Any) -> None:
+        calls.append(Path(target).name)
+        if len(calls) == 2:  # the new directory onto the checkpoint's path
+            raise OSError(errno.EIO, "disk on fire")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        save_gpt2(_typedlm_model(5), tmp_path / "ckpt")
+    assert calls == [".ckpt.old", "ckpt", "ckpt"]
+    assert _same(load_gpt2(tmp_path / "ckpt"), old) and os.listdir(tmp_path) == ["ckpt"]
+
+
+def test_saving_over_a_checkpoint_keeps_the_users_files_and_the_directorys_permissions(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    _hf_model().save_pretrained(ckpt, max_shard_size="100KB")
+    assert len(list(ckpt.glob("model-*-of-*.safetensors"))) > 1
+    (ckpt / "pytorch_model.bin").write_bytes(b"stale weights of the other format")
+    (ckpt / "README.md").write_text("my notes\n")
+    (ckpt / "tokenizer").mkdir()
+    (ckpt / "tokenizer" / "vocab.json").write_text("{}")
+    (ckpt / "latest").symlink_to("README.md")
+    os.chmod(ckpt, 0o750)
+    theirs = {name for name in os.listdir(ckpt) if not name.startswith(("model", "pytorch_model", "config.json"))}
+    assert {"README.md", "tokenizer", "latest", "generation_config.json"} <= theirs
+
+    model = _typedlm_model()
+    save_gpt2(model, ckpt)
+    assert set(os.listdir(ckpt)) == theirs | {"config.json", "model.safetensors"}
+    assert (ckpt / "README.md").read_text() == "my notes\n" and (ckpt / "tokenizer" / "vocab.json").read_text() == "{}"
+    assert os.readlink(ckpt / "latest") == "README.md"
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o750
+    assert os.listdir(tmp_path) == ["ckpt"]
+    assert _same(load_gpt2(ckpt), model)
+
+
+def test_a_new_checkpoint_directory_honours_the_umask(tmp_path: Path) -> None:
+    mask = os.umask(0o027)
+    try:
+        save_gpt2(_typedlm_model(), tmp_path / "ckpt")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o750
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((tmp_path / "ckpt" / name).stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_the_atomic_exchange_works_on_this_filesystem(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "one").touch()
+    (second / "two").touch()
+    assert hf._exchange(first, second)
+    assert os.listdir(first) == ["two"] and os.listdir(second) == ["one"]
+    with pytest.raises(FileNotFoundError):
+        hf._exchange(first, tmp_path / "missing")
+
+
+def test_a_save_removes_the_temporaries_of_dead_saves_only(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    save_gpt2(_typedlm_model(), ckpt)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ours = hf._temp_prefix(ckpt)  # ends in this process's pid and "-"
+    dead = ours.removesuffix(f"{os.getpid()}-") + f"{int(finished.stdout)}-"
+    for name in (f"{dead}x1.tmp", f"{ours}x2.tmp", ".other.save-x-1-x3.tmp", ".ckpt.unrelated.tmp"):
+        (tmp_path / name).mkdir()
+    save_gpt2(_typedlm_model(5), ckpt)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["ckpt", f"{ours}x2.tmp", ".other.save-x-1-x3.tmp", ".ckpt.unrelated.tmp"]
+    )
+
+
+def test_saving_through_a_symlink_replaces_the_checkpoint_it_points_at(tmp_path: Path) -> None:
+    real = tmp_path / "store" / "ckpt"
+    save_gpt2(_typedlm_model(), real)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    newer = _typedlm_model(5)
+    save_gpt2(newer, link)
+    assert link.is_symlink() and _same(load_gpt2(real), newer)
+    assert os.listdir(tmp_path / "store") == ["ckpt"]
+
+
+def test_saving_over_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").write_text("mine")
+    with pytest.raises(HFCheckpointError, match=r"ckpt: exists and is not a directory"):
+        save_gpt2(_typedlm_model(), tmp_path / "ckpt")
+    assert (tmp_path / "ckpt").read_text() == "mine" and os.listdir(tmp_path) == ["ckpt"]
 
 
 # --- bad directories -------------------------------------------------------------------------------
@@ -269,7 +478,7 @@ def test_a_head_that_is_not_the_tied_embedding_is_refused(tmp_path: Path, hf_dir
         (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=True is not supported"),
         (dict(model_type="llama"), "model_type='llama', expected 'gpt2'"),
         (dict(n_head=5), "n_embd=48 must be a multiple of n_head=5"),
-        (dict(n_layer=0), "CausalConfig.layers=0: must be >= 1"),
+        (dict(n_layer=0), r"config\.json: n_layer=0 must be an int >= 1"),
         (dict(n_positions=None), "missing field 'n_positions'"),
     ],
 )

@@ -2,35 +2,56 @@
 
 A directory holds ``config.json`` (``n_embd``, ``n_head``, ``n_layer``, ``n_positions``, ``vocab_size``,
 ``n_inner``, ``layer_norm_epsilon``, ``tie_word_embeddings``, ...) and the weights: ``model.safetensors``
-(preferred), ``pytorch_model.bin`` (read with ``torch.load(weights_only=True)``), or either one sharded
-with its ``.index.json``.
+(preferred), ``pytorch_model.bin`` (read with ``torch.load(weights_only=True)``: tensors only, no pickled
+code), or either one sharded with its ``.index.json``, whose shards must lie inside the directory.
 
 Hugging Face's ``Conv1D`` stores ``c_attn``, ``c_proj`` and ``c_fc`` weights as ``(in, out)``; typedlm's
 ``nn.Linear`` stores ``(out, in)``, so those are transposed both ways. With tied embeddings
 ``lm_head.weight`` is the token table: it may be absent, and is never written (safetensors cannot store
 one tensor twice). The attention-mask buffers ``attn.bias`` / ``attn.masked_bias`` are ignored.
 
-Every problem with a directory (no config or weights, a config typedlm cannot represent, missing,
-unexpected or mis-shaped tensors) is an `HFCheckpointError` (a ValueError) naming the directory and
-the offending fields or tensors. `save_gpt2` writes to a temporary directory and renames, so a
-checkpoint is never half-written.
+Loading refuses every bad input with an `HFCheckpointError` (a ValueError): one line that starts with
+the directory or file at fault and names the field, index entry or tensor. That covers a missing or
+unreadable directory or file; a ``config.json`` field of the wrong type or range, or one typedlm cannot
+represent; an index entry that is not a file inside the directory; a damaged weights file, or a pickle
+that is more than tensors; missing, unexpected, duplicated, mis-shaped or non-float tensors; NaN or
+infinite weights. Shapes are checked against the config before the model is built, so a config that
+claims a huge model costs nothing. Loading never changes anything on disk.
+
+`save_gpt2` writes the complete new directory beside the target and swaps it in whole: on Linux with one
+atomic ``renameat2(RENAME_EXCHANGE)``, elsewhere (or where the filesystem refuses it) with two renames,
+``NAME`` → ``.NAME.old`` and the new one → ``NAME``. A crash leaves ``NAME`` holding the complete old
+checkpoint or the complete new one; only in the gap between the two renames is ``NAME`` missing, and
+then `load_gpt2` names ``.NAME.old`` (the complete old checkpoint) in its error, and the next save
+completes the swap. Files of the old directory that a save does not write (a README, tokenizer files)
+are carried over by hard link (or copy), the old directory's permissions are kept, and a new directory
+gets ``0o777`` less the umask. Temporary siblings left by saves whose process died on this machine are
+removed by the next save of the same directory.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
+import math
 import os
+import re
 import shutil
+import socket
+import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from typedlm.atomic import current_umask
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, TypedLMError
 from typedlm.models import GPT2
@@ -41,7 +62,13 @@ __all__ = ["HFCheckpointError", "config_from_hf", "config_to_hf", "load_gpt2", "
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
+_INDEX = ".index.json"
+_SHARD = re.compile(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)")
+"""Hugging Face's shard names (``model-00001-of-00002.safetensors``)."""
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+_BLOCK = re.compile(r"transformer\.h\.(\d+)\.")
+_SIZES = ("n_embd", "n_head", "n_layer", "n_positions", "vocab_size")
+"""config.json's required size fields: each an int >= 1."""
 _SUPPORTED: dict[str, tuple[object, ...]] = {
     "activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # GELU, tanh approximation
     "scale_attn_weights": (True,),
@@ -55,41 +82,90 @@ class HFCheckpointError(TypedLMError, ValueError):
     """A Hugging Face GPT-2 directory typedlm cannot read: the message names the directory and what is wrong."""
 
 
+def _show(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message stays one short line whatever a file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _name(name: str) -> str:
+    """A tensor name as it reads in a message: as it is if printable, else quoted (a file may hold any name)."""
+    return name if name.isprintable() and len(name) <= 100 else _show(name)
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    """The first ``limit`` names, comma-separated, and how many more there are."""
+    shown = ", ".join(map(_name, names[:limit]))
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 # --- config ----------------------------------------------------------------------------------------
 
 
-def config_from_hf(hf: dict[str, Any], *, where: str = CONFIG) -> CausalConfig:
-    """A `CausalConfig` from a ``GPT2Config`` dict; fields typedlm cannot honour are an `HFCheckpointError`."""
+def _positive_int(hf: dict[str, Any], name: str, where: str) -> int:
+    """A required int field, at least 1 (a bool, float or string is refused)."""
+    value = hf.get(name)
+    if value is None:
+        raise HFCheckpointError(f"{where}: missing field {name!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HFCheckpointError(f"{where}: {name}={_show(value)} must be an int >= 1")
+    return value
 
-    def field(name: str, default: Any = None) -> Any:
-        value = hf.get(name, default)
-        if value is None:
-            raise HFCheckpointError(f"{where}: missing field {name!r}")
-        return value
 
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise HFCheckpointError(f"{where}: model_type={hf['model_type']!r}, expected 'gpt2'")
+def _finite_number(
+    hf: dict[str, Any], name: str, default: float, where: str, ok: Callable[[float], bool], rule: str
+) -> float:
+    """An optional number field (int or float, not a bool), finite and passing ``ok``."""
+    value = hf.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HFCheckpointError(f"{where}: {name}={_show(value)} must be a number {rule}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not (math.isfinite(number) and ok(number)):
+        raise HFCheckpointError(f"{where}: {name}={_show(value)} must be a number {rule}")
+    return number
+
+
+def _check_supported(hf: dict[str, Any], where: str) -> None:
+    """``model_type`` is gpt2, and fields that change the maths have the values typedlm implements."""
+    model_type = hf.get("model_type", "gpt2")
+    if model_type != "gpt2":
+        raise HFCheckpointError(f"{where}: model_type={_show(model_type)}, expected 'gpt2'")
     for name, allowed in _SUPPORTED.items():
-        if name in hf and hf[name] not in allowed:
+        if name in hf and not any(type(hf[name]) is type(ok) and hf[name] == ok for ok in allowed):
             rule = " or ".join(json.dumps(value) for value in allowed)
-            raise HFCheckpointError(f"{where}: {name}={hf[name]!r} is not supported by typedlm (must be {rule})")
-    n_embd, n_head = field("n_embd"), field("n_head")
-    if not isinstance(n_embd, int) or not isinstance(n_head, int) or n_head < 1 or n_embd % n_head:
-        raise HFCheckpointError(f"{where}: n_embd={n_embd!r} must be a multiple of n_head={n_head!r}")
-    n_inner = hf.get("n_inner")
+            raise HFCheckpointError(f"{where}: {name}={_show(hf[name])} is not supported by typedlm (must be {rule})")
+
+
+def config_from_hf(hf: dict[str, Any], *, where: str = CONFIG) -> CausalConfig:
+    """A `CausalConfig` from a ``GPT2Config`` dict; a field of the wrong type or range, or one typedlm cannot
+    honour, is an `HFCheckpointError` naming ``where`` and the field."""
+    _check_supported(hf, where)
+    sizes = {name: _positive_int(hf, name, where) for name in _SIZES}
+    n_embd, n_head = sizes["n_embd"], sizes["n_head"]
+    if n_embd % n_head:
+        raise HFCheckpointError(f"{where}: n_embd={n_embd} must be a multiple of n_head={n_head}")
+    n_inner = 4 * n_embd if hf.get("n_inner") is None else _positive_int(hf, "n_inner", where)
+    dropout = _finite_number(hf, "resid_pdrop", 0.0, where, lambda p: 0 <= p < 1, "in [0, 1)")
+    eps = _finite_number(hf, "layer_norm_epsilon", 1e-5, where, lambda e: e > 0, "> 0, finite")
+    tie = hf.get("tie_word_embeddings", True)
+    if not isinstance(tie, bool):
+        raise HFCheckpointError(f"{where}: tie_word_embeddings={_show(tie)} must be true or false")
     try:
         return CausalConfig(
             batch=1,
-            seq_len=field("n_positions"),
-            vocab=field("vocab_size"),
+            seq_len=sizes["n_positions"],
+            vocab=sizes["vocab_size"],
             heads=n_head,
             head_dim=n_embd // n_head,
-            ffn_hidden=4 * n_embd if n_inner is None else n_inner,
-            layers=field("n_layer"),
-            dropout=float(hf.get("resid_pdrop", 0.0)),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            ffn_hidden=n_inner,
+            layers=sizes["n_layer"],
+            dropout=dropout,
+            tie_embeddings=tie,
             bias=True,
-            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+            layer_norm_eps=eps,
         )
     except ConfigError as error:
         raise HFCheckpointError(f"{where}: {error}") from error
@@ -159,32 +235,55 @@ def _canonical(name: str) -> str:
     return name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
 
 
-# --- loading ---------------------------------------------------------------------------------------
+# --- loading: files --------------------------------------------------------------------------------
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else (unreadable, not UTF-8 JSON, not an object) is refused."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise HFCheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HFCheckpointError(f"{path}: not valid JSON ({error})") from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an int past Python's digit limit
+        raise HFCheckpointError(f"{path}: not valid JSON ({_show(str(error), 120)})") from error
+    except RecursionError as error:
+        raise HFCheckpointError(f"{path}: not valid JSON (nested too deeply)") from error
     if not isinstance(data, dict):
         raise HFCheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
-def _load_file(path: Path) -> dict[str, Tensor]:
-    """Every tensor of one safetensors or ``torch.save`` file."""
+def _shard_path(index: Path, tensor: str, shard: object) -> Path:
+    """The file ``index`` names for ``tensor``: a relative path to an existing file inside the index's directory."""
+    entry = f"weight_map[{_show(tensor)}]={_show(shard)}"
+    if not isinstance(shard, str) or not shard:
+        raise HFCheckpointError(f"{index}: {entry}: a shard must be a file name (a non-empty string)")
+    if "\0" in shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+        raise HFCheckpointError(f"{index}: {entry}: a shard must be a relative path inside {index.parent}")
+    path = index.parent / shard
     try:
-        if path.name.endswith(".safetensors"):
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, SafetensorError, EOFError) as error:
-        raise HFCheckpointError(f"{path}: cannot read weights ({error})") from error
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise HFCheckpointError(f"{path}: expected a dict of tensors (a state dict)")
-    return state
+        inside = path.resolve().is_relative_to(index.parent.resolve())
+        exists, is_file = path.exists(), path.is_file()
+    except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before Python 3.13), a name too long
+        raise HFCheckpointError(f"{index}: {entry}: cannot resolve the shard ({_show(str(error), 80)})") from error
+    if not inside:
+        raise HFCheckpointError(f"{index}: {entry}: the shard resolves outside {index.parent}")
+    if not exists:
+        raise HFCheckpointError(f"{index}: {entry}: the shard does not exist")
+    if not is_file:
+        raise HFCheckpointError(f"{index}: {entry}: the shard is not a file")
+    return path
+
+
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's ``index`` names, each once, in name order."""
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise HFCheckpointError(f"{index}: missing the 'weight_map' object")
+    if not weight_map:
+        raise HFCheckpointError(f"{index}: 'weight_map' is empty, so it names no shard")
+    shards = {_shard_path(index, tensor, shard) for tensor, shard in weight_map.items()}
+    return sorted(shards)
 
 
 def _weight_files(directory: Path) -> list[Path]:
@@ -192,22 +291,153 @@ def _weight_files(directory: Path) -> list[Path]:
     for single in (SAFETENSORS, PYTORCH_BIN):
         if (directory / single).is_file():
             return [directory / single]
-        index = directory / f"{single}.index.json"
+        index = directory / f"{single}{_INDEX}"
         if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise HFCheckpointError(f"{index}: missing the 'weight_map' object")
-            return [directory / name for name in sorted(set(map(str, weight_map.values())))]
+            return _index_shards(index)
     raise HFCheckpointError(f"{directory}: no {SAFETENSORS} or {PYTORCH_BIN} (nor a sharded index of either)")
+
+
+def _torch_load_problem(head: bytes, error: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in typedlm's words.
+
+    torch's own message is not passed on: it suggests ``weights_only=False``, which would run any code
+    the pickle names.
+    """
+    if not head:
+        return "the file is empty"
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if refused:
+        return f"it pickles {refused[1]}, which is not a tensor; typedlm loads tensors only and never runs pickled code"
+    if head.startswith(b"PK\x03\x04"):
+        return f"a damaged or truncated torch.save archive ({type(error).__name__})"
+    if head.startswith(b"\x80"):
+        return f"a damaged or truncated pickle, or one holding more than tensors ({type(error).__name__})"
+    return "not a torch.save file (neither a zip archive nor a pickle)"
+
+
+def _torch_load(path: Path) -> object:
+    """What ``torch.save`` wrote to ``path``, loaded without unpickling anything but tensors and containers."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as error:
+        raise HFCheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # damaged bytes make torch raise nearly anything (RuntimeError, KeyError, ...)
+        problem = _torch_load_problem(head, error)
+        raise HFCheckpointError(f"{path}: cannot read weights: {problem}") from None  # torch's text: see above
+
+
+def _safetensors_load(path: Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file."""
+    try:
+        return load_file(path)
+    except OSError as error:
+        raise HFCheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
+    except Exception as error:  # SafetensorError for a bad header or short data; any bytes may be here
+        detail = _show(" ".join(str(error).split()), 100)
+        raise HFCheckpointError(f"{path}: cannot read weights: not a valid safetensors file ({detail})") from error
+
+
+def _state_dict(path: Path, loaded: object) -> dict[str, Tensor]:
+    """``loaded`` as a state dict (names → tensors), or an error naming the first entry that is not one."""
+    if not isinstance(loaded, dict):
+        raise HFCheckpointError(f"{path}: expected a state dict (names → tensors), got {type(loaded).__name__}")
+    for name, value in loaded.items():
+        if not isinstance(name, str):
+            raise HFCheckpointError(
+                f"{path}: expected a state dict (names → tensors); key {_show(name)} is not a string"
+            )
+        if not isinstance(value, Tensor):
+            kind = type(value).__name__
+            raise HFCheckpointError(
+                f"{path}: expected a state dict (names → tensors); {_show(name)} is {kind}, not a tensor"
+            )
+    return loaded
+
+
+def _check_finite(path: Path, state: dict[str, Tensor]) -> None:
+    """Refuse the first tensor (by name) that holds a NaN or an infinity, saying how many it holds."""
+    for name in sorted(state):
+        tensor = state[name]
+        if not name.endswith(_IGNORED_SUFFIXES) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise HFCheckpointError(
+                f"{path}: tensor {_name(name)} has {bad} non-finite value(s) (NaN or infinity) out of {tensor.numel()}"
+            )
+
+
+def _load_file(path: Path) -> dict[str, Tensor]:
+    """Every tensor of one safetensors or ``torch.save`` file, each finite."""
+    if path.name.endswith(".safetensors"):
+        state = _safetensors_load(path)
+    else:
+        state = _state_dict(path, _torch_load(path))
+    _check_finite(path, state)
+    return state
 
 
 def read_hf_state(directory: Path) -> dict[str, Tensor]:
     """Every tensor of the checkpoint in ``directory``, by canonical HF name (``transformer.h.0...``)."""
     state: dict[str, Tensor] = {}
+    origin: dict[str, Path] = {}
     for path in _weight_files(directory):
         for name, tensor in _load_file(path).items():
-            state[_canonical(name)] = tensor
+            canonical = _canonical(name)
+            if canonical in origin:
+                raise HFCheckpointError(
+                    f"{path}: tensor {_name(name)} is also in {origin[canonical]} (as {_name(canonical)})"
+                )
+            state[canonical], origin[canonical] = tensor, path
     return state
+
+
+# --- loading: the model ----------------------------------------------------------------------------
+
+
+def _check_directory(directory: Path) -> None:
+    """``directory`` is a directory; if missing, name the complete old checkpoint an interrupted save left."""
+    if directory.is_dir():
+        return
+    if directory.exists():
+        raise HFCheckpointError(f"{directory}: not a directory")
+    leftover = _old_sibling(directory)
+    if leftover.is_dir():
+        raise HFCheckpointError(
+            f"{directory}: does not exist, but an interrupted save_gpt2 left the previous checkpoint complete "
+            f"at {leftover}: rename it to {directory.name}, or save again"
+        )
+    raise HFCheckpointError(f"{directory}: not a directory (it does not exist)")
+
+
+def _problems(cfg: CausalConfig, state: dict[str, Tensor]) -> list[str]:
+    """Every way ``state`` disagrees with the model ``cfg`` describes, found without allocating that model."""
+    blocks = {match[1] for name in state if (match := _BLOCK.match(name))}
+    if cfg.layers > len(blocks):  # checked first: a skeleton of a huge n_layer would take long to build
+        return [f"config.json has n_layer={cfg.layers}, but the weights hold {len(blocks)} block(s)"]
+    with torch.device("meta"):  # shapes only: no memory, however large the config
+        expected = list(_pairs(GPT2(cfg)))
+    problems: list[str] = []
+    missing = [name for name, _, _ in expected if name not in state]
+    if missing:
+        problems.append(f"missing tensors {_names(missing)}")
+    known = {name for name, _, _ in expected} | {"lm_head.weight"}
+    unexpected = sorted(n for n in state if n not in known and not n.endswith(_IGNORED_SUFFIXES))
+    if unexpected:
+        problems.append(f"unexpected tensors {_names(unexpected)}")
+    for name, target, transposed in expected:
+        if name in state and target is not None:
+            want, got = tuple(target.shape[::-1] if transposed else target.shape), tuple(state[name].shape)
+            if got != want:
+                problems.append(f"{name} has shape {got}, expected {want} from config.json")
+            elif not state[name].is_floating_point():
+                problems.append(f"{name} has dtype {state[name].dtype}, expected a floating-point dtype")
+    if cfg.tie_embeddings and "lm_head.weight" in state and "transformer.wte.weight" in state:
+        head, wte = state["lm_head.weight"], state["transformer.wte.weight"]
+        if head.shape != wte.shape or not torch.equal(head, wte):
+            problems.append("lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is true")
+    return problems
 
 
 def load_gpt2(directory: str | os.PathLike[str]) -> GPT2:
@@ -215,36 +445,19 @@ def load_gpt2(directory: str | os.PathLike[str]) -> GPT2:
 
     Half-precision checkpoints are widened to float32; move or cast the model afterwards (``.to(...)``).
 
-    Raises `HFCheckpointError` naming every missing, unexpected or mis-shaped tensor.
+    Raises `HFCheckpointError` for any problem with the directory (see the module's docstring); the
+    message is one line naming the file and the field or tensors at fault.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise HFCheckpointError(f"{directory}: not a directory")
+    _check_directory(directory)
     cfg = config_from_hf(_read_json(directory / CONFIG), where=str(directory / CONFIG))
     state = read_hf_state(directory)
-    model = GPT2(cfg)
-    expected = list(_pairs(model))
-    problems: list[str] = []
-    missing = [name for name, _, _ in expected if name not in state]
-    if missing:
-        problems.append(f"missing tensors {', '.join(missing)}")
-    known = {name for name, _, _ in expected} | {"lm_head.weight"}
-    unexpected = sorted(n for n in state if n not in known and not n.endswith(_IGNORED_SUFFIXES))
-    if unexpected:
-        problems.append(f"unexpected tensors {', '.join(unexpected)}")
-    for name, target, transposed in expected:
-        if name in state and target is not None:
-            want = tuple(target.shape[::-1] if transposed else target.shape)
-            if tuple(state[name].shape) != want:
-                problems.append(f"{name} has shape {tuple(state[name].shape)}, expected {want} from config.json")
-    if cfg.tie_embeddings and "lm_head.weight" in state and "transformer.wte.weight" in state:
-        head, wte = state["lm_head.weight"], state["transformer.wte.weight"]
-        if head.shape != wte.shape or not torch.equal(head, wte):
-            problems.append("lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is true")
+    problems = _problems(cfg, state)
     if problems:
         raise HFCheckpointError(f"{directory}: " + "; ".join(problems))
+    model = GPT2(cfg)
     with torch.no_grad():
-        for name, target, transposed in expected:
+        for name, target, transposed in _pairs(model):
             if target is not None:
                 source = state[name]
                 target.copy_(source.t() if transposed else source)
@@ -267,34 +480,173 @@ def hf_state(model: GPT2) -> dict[str, Tensor]:
     return state
 
 
+def _write_checkpoint(model: GPT2, directory: Path, weights: str) -> None:
+    """``config.json`` and the weights file ``weights`` of ``model``, written and flushed to disk, with the
+    permissions ``open()`` gives (0o666 less the umask)."""
+    state = hf_state(model)
+    if weights == SAFETENSORS:
+        save_file(state, directory / weights, metadata={"format": "pt"})
+    else:
+        torch.save(state, directory / weights)
+    (directory / CONFIG).write_text(json.dumps(config_to_hf(model.cfg), indent=2) + "\n", encoding="utf-8")
+    for name in (weights, CONFIG):
+        os.chmod(directory / name, 0o666 & ~current_umask())  # as open() makes them (safetensors makes 0o600)
+        with open(directory / name, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _written_by_save(name: str) -> bool:
+    """Whether a file of a checkpoint directory is one a save replaces: config, weights, index or shard."""
+    ours = (CONFIG, SAFETENSORS, PYTORCH_BIN, SAFETENSORS + _INDEX, PYTORCH_BIN + _INDEX)
+    return name in ours or _SHARD.fullmatch(name) is not None
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    """A hard link ``target`` to ``source`` (no bytes copied), or a copy where linking is refused."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
+    return target
+
+
+def _carry_over(previous: Path, new: Path) -> None:
+    """Put into ``new`` every entry of ``previous`` that a save does not write (a README, tokenizer files)."""
+    for entry in os.scandir(previous):
+        if _written_by_save(entry.name):
+            continue
+        target = new / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir():
+            shutil.copytree(entry.path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry.path, str(target))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries (a rename or new file in it) to disk, where the system allows it."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """libc's ``renameat2`` (Linux, glibc 2.28 or later), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is None:
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]  # ctypes functions are untyped
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one atomic step; False where the system or filesystem cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _old_sibling(directory: Path) -> Path:
+    """Where the two-rename swap parks the previous checkpoint: ``.NAME.old`` beside ``directory``."""
+    return directory.with_name(f".{directory.name}.old")
+
+
+def _swap_in(new: Path, directory: Path) -> None:
+    """Put the complete directory ``new`` at ``directory`` in one step; ``new`` then holds the old one, if any."""
+    if not directory.exists():
+        os.replace(new, directory)
+        return
+    if _exchange(new, directory):
+        return
+    old = _old_sibling(directory)
+    if old.exists():  # left by an earlier interrupted save, and superseded by ``directory``
+        shutil.rmtree(old)
+    os.replace(directory, old)  # until the next rename, ``directory`` is missing and load_gpt2 names ``old``
+    try:
+        os.replace(new, directory)
+    except BaseException:
+        os.replace(old, directory)
+        raise
+
+
+def _temp_prefix(directory: Path) -> str:
+    """The name prefix of this process's temporary siblings of ``directory``: host and pid tell stale ones."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40]
+    return f".{directory.name}.save-{host}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (assumed so where that cannot be asked)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Remove what interrupted saves of ``directory`` left: ``.NAME.old`` and temporary siblings of dead processes."""
+    old = _old_sibling(directory)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)  # the save succeeded: what cannot be removed is only clutter
+    prefix = _temp_prefix(directory).removesuffix(f"{os.getpid()}-")
+    for entry in os.scandir(directory.parent):
+        pid = entry.name.removeprefix(prefix).split("-", 1)[0]
+        if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and pid.isdecimal() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _save_target(directory: Path) -> Path:
+    """The directory a save replaces: symlinks followed (the link stays, its target is replaced)."""
+    target = directory.resolve()
+    if not target.name:
+        raise HFCheckpointError(f"{directory}: cannot save a checkpoint over the root directory")
+    if target.exists() and not target.is_dir():
+        raise HFCheckpointError(f"{directory}: exists and is not a directory; not replacing it")
+    return target
+
+
 def save_gpt2(model: GPT2, directory: str | os.PathLike[str], *, safe_serialization: bool = True) -> None:
     """Write ``model`` to ``directory`` as a ``GPT2LMHeadModel``: ``config.json`` and ``model.safetensors``
     (or ``pytorch_model.bin`` when ``safe_serialization=False``).
 
-    The files are written to a temporary directory beside ``directory`` and moved in; a weights file
-    of the other format left in ``directory`` is removed so that it cannot shadow the new one.
+    The complete new directory is written beside ``directory`` and swapped in whole (see the module's
+    docstring), with the old directory's other files carried over: weights of the other format, an
+    index or shards of the old checkpoint are not. A crash leaves the old checkpoint or the new one.
     """
-    directory = Path(directory)
+    directory = _save_target(Path(directory))
     directory.parent.mkdir(parents=True, exist_ok=True)
-    weights = SAFETENSORS if safe_serialization else PYTORCH_BIN
-    state = hf_state(model)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    previous = next((d for d in (directory, _old_sibling(directory)) if d.is_dir()), None)
+    new = Path(tempfile.mkdtemp(prefix=_temp_prefix(directory), suffix=".tmp", dir=directory.parent))
     try:
-        if safe_serialization:
-            save_file(state, tmp / weights, metadata={"format": "pt"})
-        else:
-            torch.save(state, tmp / weights)
-        (tmp / CONFIG).write_text(json.dumps(config_to_hf(model.cfg), indent=2) + "\n", encoding="utf-8")
-        for name in (weights, CONFIG):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        if not directory.exists():
-            os.replace(tmp, directory)
-            return
-        os.replace(tmp / weights, directory / weights)
-        for stale in (SAFETENSORS, PYTORCH_BIN, f"{SAFETENSORS}.index.json", f"{PYTORCH_BIN}.index.json"):
-            if stale != weights:
-                (directory / stale).unlink(missing_ok=True)
-        os.replace(tmp / CONFIG, directory / CONFIG)  # last: a config names finished weights
+        _write_checkpoint(model, new, SAFETENSORS if safe_serialization else PYTORCH_BIN)
+        if previous is not None:
+            _carry_over(previous, new)
+        mode = stat.S_IMODE(previous.stat().st_mode) if previous is not None else 0o777 & ~current_umask()
+        os.chmod(new, mode)
+        _fsync_directory(new)
+        _swap_in(new, directory)
+        _fsync_directory(directory.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(new, ignore_errors=True)  # after an exchange, it holds the previous checkpoint
+    _remove_leftovers(directory)
