@@ -32,6 +32,7 @@ from tqdm import tqdm
 from typedlm import losses
 from typedlm.batches import VAL_STREAM, Tokens, check_windows, sample_windows
 from typedlm.checkpoint import (
+    TRAINER_FIELDS,
     CheckpointError,
     find_checkpoint,
     load_checkpoint,
@@ -510,7 +511,7 @@ def _resume(
     path = find_checkpoint(out_dir)
     if path is None:
         raise CheckpointError(f"{Path(out_dir) / 'checkpoint'}: no checkpoint to resume from")
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, require=TRAINER_FIELDS)
     state = ckpt.state
     where = path / "state.json"
     if state["config"] != cfg.to_dict():
@@ -533,7 +534,7 @@ def _resume(
             raise CheckpointError(f"{where}: {name} was {state.get(name)!r}, this run has {value!r}")
     load_weights(model, path)
     restore_optimizer(optimizer, ckpt)
-    log = TrainLog.from_dict(state["log"])
+    log = TrainLog.from_dict(state["log"], f"{path / 'state.json'}: log")
     if tc.steps != state["train"].get("steps"):  # extended (or shortened, above the step reached)
         log.extensions.append(ExtensionRecord(ckpt.step, state["train"].get("steps"), tc.steps))
         log.train = tc.to_dict()
