@@ -26,9 +26,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # after: a writer may replace the file it was given
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -92,15 +92,15 @@ def training_memory_bytes(cfg: CausalConfig) -> int:
 
     Weights, gradients and AdamW's two moments (16 bytes per parameter), plus the activations kept for
     the backward pass of one micro-batch of ``cfg.batch`` sequences: per layer and token about
-    ``16 * d_model + 2 * ffn`` floats (attention by a fused kernel, no ``seq × seq`` matrix), and the
-    logits with their softmax and gradient (``3 * vocab`` floats per token). Real use is higher
+    ``8 * d_model + 2 * ffn`` floats (attention by a fused kernel, no ``seq × seq`` matrix), and the
+    logits' log-softmax and gradient (``2 * vocab`` floats per token). Real use is higher
     (allocator slack, temporaries), so a run this estimate refuses cannot fit.
     """
     d, ffn, vocab, layers = cfg.d_model, cfg.ffn_hidden, cfg.vocab, cfg.layers
     per_block = 4 * d * d + 2 * d * ffn + 9 * d + ffn
     params = vocab * d + cfg.seq_len * d + layers * per_block + 2 * d + (0 if cfg.tie_embeddings else vocab * d)
     tokens = cfg.batch * cfg.seq_len
-    activations = tokens * (layers * (16 * d + 2 * ffn) + 3 * vocab)
+    activations = tokens * (layers * (8 * d + 2 * ffn) + 2 * vocab)
     return 4 * (4 * params + activations)
 
 
