@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import typedlm as tl
-from typedlm import hf
+from typedlm import atomic, hf
 from typedlm.hf import HFCheckpointError, load_gpt2, save_gpt2
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int | None) -> list[str]:
         monkeypatch.setattr(owner, name, crashing)
 
     patch(os, "replace")
-    patch(hf, "_exchange")
+    patch(atomic, "exchange")
     patch(shutil, "rmtree")
     return calls
 
@@ -246,8 +246,8 @@ def _renameat2_refused(*args: object) -> int:
 
 _SWAPS = {
     # steps of a save over an existing checkpoint, and what a crash at each step leaves at its path
-    "exchange": (["_exchange", "rmtree"], ["old", "new"]),
-    "two-renames": (["_exchange", "replace", "replace", "rmtree", "rmtree"], ["old", "old", "missing", "new", "new"]),
+    "exchange": (["exchange", "rmtree"], ["old", "new"]),
+    "two-renames": (["exchange", "replace", "replace", "rmtree", "rmtree"], ["old", "old", "missing", "new", "new"]),
 }
 
 
@@ -273,7 +273,7 @@ def test_a_save_that_crashes_at_any_step_leaves_the_old_or_the_new_checkpoint(
 ) -> None:
     steps, outcomes = _SWAPS[swap]
     if swap == "two-renames":
-        monkeypatch.setattr(hf, "_renameat2", lambda: _renameat2_refused)
+        monkeypatch.setattr(atomic, "_renameat2", lambda: _renameat2_refused)
     old, new = _typedlm_model(4), _typedlm_model(5, layer_norm_eps=1e-6)
 
     def prepare(root: Path) -> Path:
@@ -297,7 +297,7 @@ def test_a_save_that_crashes_at_any_step_leaves_the_old_or_the_new_checkpoint(
                 save_gpt2(new, ckpt)
         found.append(_found_at(ckpt, old, new))
         with monkeypatch.context() as patched:  # the next save completes the swap and clears what the crash left
-            patched.setattr(hf, "_alive", lambda pid: False)  # the crashed save's process counts as dead
+            patched.setattr(atomic, "process_alive", lambda pid: False)  # the crashed save's process counts as dead
             save_gpt2(new, ckpt)
         assert _found_at(ckpt, old, new) == "new"
         assert os.listdir(ckpt.parent) == ["ckpt"]
@@ -305,7 +305,7 @@ def test_a_save_that_crashes_at_any_step_leaves_the_old_or_the_new_checkpoint(
 
 
 def test_a_failed_second_rename_puts_the_old_checkpoint_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hf, "_renameat2", lambda: _renameat2_refused)
+    monkeypatch.setattr(atomic, "_renameat2", lambda: _renameat2_refused)
     old = _typedlm_model(4)
     save_gpt2(old, tmp_path / "ckpt")
     real_replace, calls = os.replace, []
@@ -364,17 +364,17 @@ def test_the_atomic_exchange_works_on_this_filesystem(tmp_path: Path) -> None:
     second.mkdir()
     (first / "one").touch()
     (second / "two").touch()
-    assert hf._exchange(first, second)
+    assert atomic.exchange(first, second)
     assert os.listdir(first) == ["two"] and os.listdir(second) == ["one"]
     with pytest.raises(FileNotFoundError):
-        hf._exchange(first, tmp_path / "missing")
+        atomic.exchange(first, tmp_path / "missing")
 
 
 def test_a_save_removes_the_temporaries_of_dead_saves_only(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     save_gpt2(_typedlm_model(), ckpt)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    ours = hf._temp_prefix(ckpt)  # ends in this process's pid and "-"
+    ours = atomic.temporary_prefix(ckpt)  # ends in this process's pid and "-"
     dead = ours.removesuffix(f"{os.getpid()}-") + f"{int(finished.stdout)}-"
     for name in (f"{dead}x1.tmp", f"{ours}x2.tmp", ".other.save-x-1-x3.tmp", ".ckpt.unrelated.tmp"):
         (tmp_path / name).mkdir()

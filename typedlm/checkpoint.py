@@ -35,6 +35,7 @@ Nothing is written while loading, and a model is changed only once all its weigh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,7 +50,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from typedlm.atomic import write_atomic, write_text_atomic
+from typedlm.atomic import fsync_directory, write_atomic, write_text_atomic
 from typedlm.errors import TypedLMError
 from typedlm.trainlog import (
     FieldError,
@@ -136,14 +137,16 @@ def save_checkpoint(
     checksums = {name: file_checksum(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)}
     doc = {"format": CHECKPOINT_FORMAT, **state, "optimizer": optim_json, "checksums": checksums}
     write_text_atomic(tmp / STATE_FILE, json.dumps(doc, indent=1) + "\n")
-    _fsync_dir(tmp)
+    with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory still gets the checkpoint
+        fsync_directory(tmp)
 
     if final.exists():  # complete (only a finished tmp is ever renamed to it): the older prev can go
         shutil.rmtree(prev, ignore_errors=True)
         os.replace(final, prev)
     # else a crash between the renames left prev as the only complete checkpoint: it stays until now
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    with contextlib.suppress(OSError):
+        fsync_directory(final.parent)
     shutil.rmtree(prev, ignore_errors=True)
     return final
 
@@ -407,16 +410,3 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], doc: object, path: P
 def _one_line(error: BaseException) -> str:
     """The error's message on one line."""
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -18,30 +18,25 @@ that is more than tensors; missing, unexpected, duplicated, mis-shaped or non-fl
 infinite weights. Shapes are checked against the config before the model is built, so a config that
 claims a huge model costs nothing. Loading never changes anything on disk.
 
-`save_gpt2` writes the complete new directory beside the target and swaps it in whole: on Linux with one
-atomic ``renameat2(RENAME_EXCHANGE)``, elsewhere (or where the filesystem refuses it) with two renames,
-``NAME`` → ``.NAME.old`` and the new one → ``NAME``. A crash leaves ``NAME`` holding the complete old
-checkpoint or the complete new one; only in the gap between the two renames is ``NAME`` missing, and
-then `load_gpt2` names ``.NAME.old`` (the complete old checkpoint) in its error, and the next save
-completes the swap. Files of the old directory that a save does not write (a README, tokenizer files)
-are carried over by hard link (or copy), the old directory's permissions are kept, and a new directory
-gets ``0o777`` less the umask. Temporary siblings left by saves whose process died on this machine are
-removed by the next save of the same directory.
+`save_gpt2` writes the complete new directory beside the target and swaps it in whole with
+`typedlm.atomic.swap_in`: on Linux with one atomic ``renameat2(RENAME_EXCHANGE)``, elsewhere (or where the
+filesystem refuses it) with two renames, ``NAME`` → ``.NAME.old`` and the new one → ``NAME``. A crash
+leaves ``NAME`` holding the complete old checkpoint or the complete new one; only in the gap between the
+two renames is ``NAME`` missing, and then `load_gpt2` names ``.NAME.old`` (the complete old checkpoint)
+in its error, and the next save completes the swap. Files of the old directory that a save does not write
+(a README, tokenizer files) are carried over by hard link (or copy), the old directory's permissions are
+kept, and a new directory gets ``0o777`` less the umask. Temporary siblings left by saves whose process
+died on this machine are removed by the next save of the same directory.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import json
 import math
 import os
 import re
 import shutil
-import socket
 import stat
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,7 +46,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from typedlm.atomic import current_umask
+from typedlm.atomic import (
+    current_umask,
+    fsync_directory,
+    old_sibling,
+    remove_leftovers,
+    swap_in,
+    temporary_prefix,
+)
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, TypedLMError
 from typedlm.models import GPT2
@@ -402,7 +404,7 @@ def _check_directory(directory: Path) -> None:
         return
     if directory.exists():
         raise HFCheckpointError(f"{directory}: not a directory")
-    leftover = _old_sibling(directory)
+    leftover = old_sibling(directory)
     if leftover.is_dir():
         raise HFCheckpointError(
             f"{directory}: does not exist, but an interrupted save_gpt2 left the previous checkpoint complete "
@@ -524,98 +526,6 @@ def _carry_over(previous: Path, new: Path) -> None:
             _link_or_copy(entry.path, str(target))
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Flush ``directory``'s entries (a rename or new file in it) to disk, where the system allows it."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@functools.cache
-def _renameat2() -> Callable[..., int] | None:
-    """libc's ``renameat2`` (Linux, glibc 2.28 or later), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if function is None:
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]  # ctypes functions are untyped
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap the paths ``a`` and ``b`` in one atomic step; False where the system or filesystem cannot."""
-    renameat2 = _renameat2()
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(a), None, str(b))
-
-
-def _old_sibling(directory: Path) -> Path:
-    """Where the two-rename swap parks the previous checkpoint: ``.NAME.old`` beside ``directory``."""
-    return directory.with_name(f".{directory.name}.old")
-
-
-def _swap_in(new: Path, directory: Path) -> None:
-    """Put the complete directory ``new`` at ``directory`` in one step; ``new`` then holds the old one, if any."""
-    if not directory.exists():
-        os.replace(new, directory)
-        return
-    if _exchange(new, directory):
-        return
-    old = _old_sibling(directory)
-    if old.exists():  # left by an earlier interrupted save, and superseded by ``directory``
-        shutil.rmtree(old)
-    os.replace(directory, old)  # until the next rename, ``directory`` is missing and load_gpt2 names ``old``
-    try:
-        os.replace(new, directory)
-    except BaseException:
-        os.replace(old, directory)
-        raise
-
-
-def _temp_prefix(directory: Path) -> str:
-    """The name prefix of this process's temporary siblings of ``directory``: host and pid tell stale ones."""
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40]
-    return f".{directory.name}.save-{host}-{os.getpid()}-"
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (assumed so where that cannot be asked)."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it runs, as another user
-        return True
-    return True
-
-
-def _remove_leftovers(directory: Path) -> None:
-    """Remove what interrupted saves of ``directory`` left: ``.NAME.old`` and temporary siblings of dead processes."""
-    old = _old_sibling(directory)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)  # the save succeeded: what cannot be removed is only clutter
-    prefix = _temp_prefix(directory).removesuffix(f"{os.getpid()}-")
-    for entry in os.scandir(directory.parent):
-        pid = entry.name.removeprefix(prefix).split("-", 1)[0]
-        if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and pid.isdecimal() and not _alive(int(pid)):
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
 def _save_target(directory: Path) -> Path:
     """The directory a save replaces: symlinks followed (the link stays, its target is replaced)."""
     target = directory.resolve()
@@ -636,17 +546,17 @@ def save_gpt2(model: GPT2, directory: str | os.PathLike[str], *, safe_serializat
     """
     directory = _save_target(Path(directory))
     directory.parent.mkdir(parents=True, exist_ok=True)
-    previous = next((d for d in (directory, _old_sibling(directory)) if d.is_dir()), None)
-    new = Path(tempfile.mkdtemp(prefix=_temp_prefix(directory), suffix=".tmp", dir=directory.parent))
+    previous = next((d for d in (directory, old_sibling(directory)) if d.is_dir()), None)
+    new = Path(tempfile.mkdtemp(prefix=temporary_prefix(directory), suffix=".tmp", dir=directory.parent))
     try:
         _write_checkpoint(model, new, SAFETENSORS if safe_serialization else PYTORCH_BIN)
         if previous is not None:
             _carry_over(previous, new)
         mode = stat.S_IMODE(previous.stat().st_mode) if previous is not None else 0o777 & ~current_umask()
         os.chmod(new, mode)
-        _fsync_directory(new)
-        _swap_in(new, directory)
-        _fsync_directory(directory.parent)
+        fsync_directory(new)
+        swap_in(new, directory)
+        fsync_directory(directory.parent)
     finally:
         shutil.rmtree(new, ignore_errors=True)  # after an exchange, it holds the previous checkpoint
-    _remove_leftovers(directory)
+    remove_leftovers(directory)
