@@ -99,10 +99,12 @@ def model_config(args: argparse.Namespace, vocab: int) -> tl.CausalConfig:
                            layers=args.num_blocks, dropout=args.dropout)  # fmt: skip
 
 
-def sample(model: tl.models.GPT2, tokenizer: CharTokenizer, args: argparse.Namespace) -> str:
-    """``--sample-chars`` characters continuing a newline."""
+def sample(model: tl.models.GPT2, tokenizer: CharTokenizer, args: argparse.Namespace, start: str) -> str:
+    """``--sample-chars`` characters continuing ``start`` (a newline, or the corpus's first character)."""
+    if args.sample_chars == 0:
+        return ""
     device = next(model.parameters()).device
-    prompt = torch.tensor([tokenizer.encode("\n")], device=device)
+    prompt = torch.tensor([tokenizer.encode(start)], device=device)
     ids = model.generate(prompt, args.sample_chars, temperature=args.temperature, seed=args.seed)
     return tokenizer.decode(ids[0, 1:].tolist())
 
@@ -121,14 +123,15 @@ def run(args: argparse.Namespace) -> float:
     print(f"data: {corpus.name}, {len(tokens):,} characters, alphabet of {tokenizer.vocab_size}; model: "
           f"{model.param_count():,} parameters ({cfg.layers} blocks × {cfg.heads} heads, "
           f"d_model {cfg.d_model})")  # fmt: skip
-    print("sample before training:\n" + sample(model, tokenizer, args) + "\n" + "-" * 72)
+    first = "\n" if "\n" in corpus.text else corpus.text[0]  # the sample starts from a character of the alphabet
+    print("sample before training:\n" + sample(model, tokenizer, args, first) + "\n" + "-" * 72)
     start = time.perf_counter()
     log = train(model, cfg, train_tokens, val_tokens, tc, vocab_size=tokenizer.vocab_size,
                 tokenizer_hash=tokenizer.fingerprint)  # fmt: skip
     seconds = time.perf_counter() - start
     val = log.final_val_loss
     assert val is not None  # train() evaluates after the last step
-    print("-" * 72 + "\nsample after training:\n" + sample(model, tokenizer, args) + "\n" + "-" * 72)
+    print("-" * 72 + "\nsample after training:\n" + sample(model, tokenizer, args, first) + "\n" + "-" * 72)
     print(f"train loss {log.first_loss:.4f} → {log.final_loss:.4f}; val loss {val:.4f} "
           f"after {args.num_steps} steps in {seconds:.0f} s on {log.device}")  # fmt: skip
     return val

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpe-vocab", type=Path, help="GPT-2 vocab.json (default: the copy shipped with typedlm)")
     p.add_argument("--bpe-merges", type=Path, help="GPT-2 merges.txt (default: the copy shipped with typedlm)")
     p.add_argument("--prompt", default="Hello, I'm a language model,", help="text to continue ('' = <|endoftext|>)")
+    p.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="encode special tokens such as <|endoftext|> in --prompt as their ids (refused otherwise)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate per sample")
     p.add_argument("--num-samples", type=int, default=1, help="samples of the same prompt, decoded as one batch")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (0 = greedy)")
@@ -92,6 +97,15 @@ def _tokenizer(args: argparse.Namespace) -> GPT2BPE:
     return GPT2BPE.from_files(vocab, merges)
 
 
+def _encode_prompt(tok: GPT2BPE, args: argparse.Namespace) -> list[int]:
+    """--prompt's ids; a special token in it needs --allow-special (a ConfigError otherwise)."""
+    try:
+        return tok.encode(args.prompt, allowed_special="all" if args.allow_special else set())
+    except ValueError as e:
+        reason = str(e).split(". ")[0]  # tiktoken's hint names library keywords, not this program's flag
+        raise tl.ConfigError(f"--prompt {args.prompt!r}: {reason}; pass --allow-special to encode it") from None
+
+
 def _stream(model: tl.models.GPT2, tok: GPT2BPE, ids: torch.Tensor, args: argparse.Namespace, out: TextIO) -> None:
     """Print one sample token by token (bytes of a split UTF-8 character wait for the rest)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -123,12 +137,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     check_arguments(args)
     device = resolve_device(args.device)
     tok = _tokenizer(args)
+    prompt = _encode_prompt(tok, args) if args.prompt else [tok.eot_token or 0]
     model = load_gpt2(args.model).to(device)
     if tok.vocab_size > model.cfg.vocab:
         raise tl.ConfigError(
             f"--model {args.model}: vocab_size {model.cfg.vocab} is smaller than the tokenizer's {tok.vocab_size} ids"
         )
-    prompt = tok.encode(args.prompt, allowed_special="all") if args.prompt else [tok.eot_token or 0]
     ids = torch.tensor([prompt] * args.num_samples, device=device)
     out.write(args.prompt)
     if args.num_samples == 1:

@@ -106,7 +106,7 @@ class SortConfig:
             reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
             raise tl.ConfigError(f"{path}: cannot read the config ({reason})") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -140,6 +140,21 @@ class SortConfig:
         return tl.CausalConfig(batch=self.train.batch, seq_len=2 * self.task.length - 1, vocab=self.task.digits,
                                heads=m.heads, head_dim=m.head_dim, ffn_hidden=m.ffn_hidden, layers=m.layers,
                                dropout=m.dropout)  # fmt: skip
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (YAML lets the last one win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (YAML would keep only the last one)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 SECTIONS: dict[str, type] = {"task": Task, "model": ModelSize, "train": Training, "eval": Evaluation, "output": Output}

@@ -32,7 +32,7 @@ from typedlm.cli import ArgumentParser, run_main
 from typedlm.corpus import Corpus, load_corpus
 from typedlm.device import DTYPES, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
-from typedlm.preflight import check_environment, check_input_file, check_memory, check_output_dir, check_output_file
+from typedlm.preflight import check_environment, check_input_file, check_log_file, check_memory, check_output_dir
 from typedlm.presets import PRESETS, get_preset
 from typedlm.run_dir import check_run_dir
 from typedlm.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -270,7 +270,7 @@ def check_files(args: argparse.Namespace, is_main: bool) -> None:
     if is_main:
         check_output_dir("--out", args.out)
         if args.log is not None:
-            check_output_file("--log", args.log)
+            check_log_file("--log", args.log)
         check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
 
 

@@ -342,6 +342,12 @@ CASES = [
         poison("transformer.pos.weight", -math.inf, 2), M, ["'transformer.pos.weight' holds 2 NaN"], id="minus-inf"
     ),
     pytest.param(
+        edit_tensors(OPT, lambda t: t["0.exp_avg_sq"].view(-1)[:4].fill_(math.nan)),
+        OPT,
+        ["tensor '0.exp_avg_sq' holds 4 NaN or infinite values"],
+        id="optimizer-nan",
+    ),
+    pytest.param(
         other_model(dataclasses.replace(CFG, head_dim=8)),
         M,
         ["tensor 'embed.weight' has shape (16, 16), but GPT2 has (16, 8)", "tensors differ"],

@@ -108,6 +108,18 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
     ("sort unknown key", "sort_gpt2", ["-c", "typo.yaml"], ["typo.yaml", "stepz", "'train'"]),
     ("sort output is a file", "sort_gpt2", ["-c", "out_file.yaml"], ["out_file.yaml", "output.dir", "is a file"]),
     ("check max-params", "typedlm check", ["--max-params", "-1"], ["--max-params -1"]),
+    ("log inside a checkpoint", "text_gpt2", [*TEXT, "--log", "other/checkpoint/state.json"],
+     ["--log other/checkpoint/state.json", "inside a checkpoint directory"]),
+    ("log over a file of another kind", "text_gpt2", [*TEXT, "--log", "a_file.txt"],
+     ["--log a_file.txt", "not a typedlm training log"]),
+    ("log is a device", "text_gpt2", [*TEXT, "--log", "/dev/null"], ["--log /dev/null", "not a regular file"]),
+    ("out is a symlink loop", "text_gpt2", [*TEXT[:-1], "a_loop"], ["--out a_loop", "looping symbolic link"]),
+    ("run with a file missing", "text_gpt2", [*TEXT[:-1], "partial"], ["--out partial", "lacks optimizer.safetensors",
+     "--overwrite"]),
+    ("resume with a file missing", "text_gpt2", [*TEXT[:-1], "partial", "--resume"], ["lacks optimizer.safetensors"]),
+    ("generate special token", "gpt2_generate", ["--model", "MODEL", "--prompt", "a<|endoftext|>"],
+     ["--prompt", "<|endoftext|>", "--allow-special"]),
+    ("sort duplicate key", "sort_gpt2", ["-c", "twice.yaml"], ["twice.yaml:3", "duplicate key 'steps'"]),
 ]  # fmt: skip
 
 
@@ -131,14 +143,24 @@ def _workspace(root: Path) -> None:
     (root / "bad_heads.yaml").write_text("model:\n  heads: 0\n")
     (root / "typo.yaml").write_text("train:\n  stepz: 3\n")
     (root / "out_file.yaml").write_text("output:\n  dir: a_file.txt\n")
+    (root / "twice.yaml").write_text("train:\n  steps: 3\n  steps: 50\n")
+    (root / "other" / "checkpoint").mkdir(parents=True)
+    (root / "other" / "checkpoint" / "state.json").write_text("{}\n")
+    (root / "a_loop").symlink_to("a_loop")
+    (root / "partial" / "checkpoint").mkdir(parents=True)  # a run whose optimizer file was lost
+    for name in ("model.safetensors", "state.json"):
+        (root / "partial" / "checkpoint" / name).write_text("kept\n")
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
     """Every path under ``root`` with its mode, mtime and content digest (FIFOs are not read)."""
     state: dict[str, tuple[int, int, str]] = {}
     for path in sorted(root.rglob("*")):
+        if path.is_symlink() and not path.exists():  # a loop: nothing to read
+            state[str(path.relative_to(root))] = (path.lstat().st_mode, path.lstat().st_mtime_ns, "")
+            continue
         info = path.lstat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
         state[str(path.relative_to(root))] = (info.st_mode, info.st_mtime_ns, digest)
     return state
 

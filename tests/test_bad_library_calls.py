@@ -202,3 +202,12 @@ def test_files_typedlm_writes_honour_the_umask(umask: int, tmp_path: Path) -> No
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert stat.S_IMODE((tmp_path / "run" / "checkpoint").stat().st_mode) == 0o777 & ~umask
+
+
+def test_an_atomic_write_through_a_symbolic_link_replaces_the_file_it_names(tmp_path: Path) -> None:
+    target = tmp_path / "precious.json"
+    target.write_text("old\n")
+    link = tmp_path / "log.json"
+    link.symlink_to(target)
+    write_text_atomic(link, "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"

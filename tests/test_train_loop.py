@@ -156,13 +156,17 @@ def test_a_finished_run_extends_with_a_larger_steps_and_records_the_new_schedule
         _run(dataclasses.replace(short, steps=6), out_dir=tmp_path, resume=True)
 
 
-def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes_exactly(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
     tc = dataclasses.replace(TC, steps=8, eval_every=0, checkpoint_every=0)
     whole, _ = _run(tc, out_dir=tmp_path / "whole")
+    before = signal.getsignal(signum)
 
     def press_ctrl_c(done: int) -> None:
         if done == 3:
-            signal.raise_signal(signal.SIGINT)  # the handler asks the loop to stop after the running step
+            signal.raise_signal(signum)  # the handler asks the loop to stop after the running step
 
     with pytest.raises(
         TrainingInterrupted, match=r"interrupted after step 4; checkpoint in .*: continue with --resume"
@@ -170,7 +174,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes_exactly(t
         _run(tc, out_dir=tmp_path / "cut", on_step=press_ctrl_c)
     found = find_checkpoint(tmp_path / "cut")
     assert found is not None and load_checkpoint(found).step == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signum) is before  # restored
     resumed, _ = _run(tc, out_dir=tmp_path / "cut", resume=True)
     assert _losses(resumed) == _losses(whole)
 

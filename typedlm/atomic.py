@@ -36,7 +36,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     A crash leaves either the old file or the new one, never a mix. The file gets the permissions a
     plain ``open(path, "w")`` would give (0o666 less the umask), not ``mkstemp``'s private 0o600.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through a symbolic link: the file it names is replaced, not the link
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -106,6 +106,17 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoint"
 
 
+def partial_checkpoint(out_dir: str | Path) -> tuple[Path, str] | None:
+    """A checkpoint directory of ``out_dir`` that holds some of the three files but not all, and the
+    first file it lacks (it is nothing to resume, nor something to replace without asking); or None."""
+    current = checkpoint_dir(out_dir)
+    for candidate in (current, current.with_name("checkpoint.prev")):
+        present = [(candidate / name).exists() for name in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)]
+        if any(present) and not all(present):
+            return candidate, (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)[present.index(False)]
+    return None
+
+
 def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint directory under ``out_dir`` (all three files present), or None."""
     current = checkpoint_dir(out_dir)
@@ -186,6 +197,7 @@ def load_checkpoint(path: str | Path, *, require: tuple[str, ...] = ()) -> Check
     state = read_state(path, require=require)
     file = path / OPTIMIZER_FILE
     tensors = _load_tensors(file, state)
+    _check_finite(tensors, file)
     _join_optimizer_state(tensors, state["optimizer"], path)  # only to check the tensors' names
     return Checkpoint(path, state, tensors)
 

@@ -20,6 +20,7 @@ from typedlm.errors import ConfigError
 __all__ = [
     "check_environment",
     "check_input_file",
+    "check_log_file",
     "check_memory",
     "check_output_dir",
     "check_output_file",
@@ -54,6 +55,8 @@ def check_input_file(flag: str, path: Path) -> None:
 
 def check_output_dir(flag: str, path: Path) -> None:
     """``path`` must be a writable directory, or creatable as one (its nearest existing parent writable)."""
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{flag} {path}: is a dangling or looping symbolic link")
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"{flag} {path}: is a file, not a directory")
@@ -64,14 +67,32 @@ def check_output_dir(flag: str, path: Path) -> None:
 
 
 def check_output_file(flag: str, path: Path) -> None:
-    """``path`` must be a writable file, or creatable as one (its nearest existing parent writable)."""
+    """``path`` must be a writable regular file, or creatable as one (its nearest existing parent writable)."""
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{flag} {path}: is a dangling or looping symbolic link")
     if path.exists():
         if path.is_dir():
             raise ConfigError(f"{flag} {path}: is a directory, not a file")
+        if not path.is_file():
+            raise ConfigError(f"{flag} {path}: is not a regular file (a device or a pipe?); not replacing it")
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
             raise ConfigError(f"{flag} {path}: permission denied (cannot replace the file)")
         return
     _check_creatable(flag, path)
+
+
+def check_log_file(flag: str, path: Path) -> None:
+    """An output path for a training log: writable, not inside a checkpoint directory, and not an
+    existing file of another kind (a log replaces only a log)."""
+    check_output_file(flag, path)
+    resolved = path.resolve()
+    if resolved.parent.name.startswith("checkpoint"):
+        raise ConfigError(f"{flag} {path}: is inside a checkpoint directory; writing there would damage it")
+    if resolved.is_file() and resolved.stat().st_size > 0:
+        with open(resolved, "rb") as f:
+            head = f.read(256)
+        if b'"typedlm.trainlog/' not in head:
+            raise ConfigError(f"{flag} {path}: exists and is not a typedlm training log; not replacing it")
 
 
 def _check_creatable(flag: str, path: Path) -> None:

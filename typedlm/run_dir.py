@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from typedlm.checkpoint import find_checkpoint, read_state
+from typedlm.checkpoint import find_checkpoint, partial_checkpoint, read_state
 from typedlm.errors import ConfigError
 
 if sys.platform != "win32":
@@ -30,9 +30,18 @@ def check_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a directory")
-    if resume and find_checkpoint(out) is None:
+    found = find_checkpoint(out)
+    partial = partial_checkpoint(out)
+    if found is None and partial is not None and not overwrite:
+        where, missing = partial
+        raise ConfigError(
+            f"--out {out}: {where} lacks {missing}, so it cannot be resumed; restore the file, or replace "
+            "the run with --overwrite (overwrite=True)"
+        )
+    if resume and found is None:
         raise ConfigError(f"--out {out}: no checkpoint to --resume (resume=True) from; start a new run")
-    found = None if resume or overwrite else find_checkpoint(out)
+    if resume or overwrite:
+        return
     if found is not None:
         step = read_state(found).get("step", "?")
         raise ConfigError(

@@ -152,23 +152,28 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _stop_requests(enabled: bool) -> Iterator[list[bool]]:
-    """Turn the first Ctrl-C into a request to stop at the next step boundary (a second one stops at
-    once). Off under DDP, where every rank would have to agree on the step, and off-main-thread."""
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a request to stop at the next step boundary (a
+    second one stops at once). Off under DDP, where every rank would have to agree on the step, and
+    off-main-thread."""
     requested = [False]
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield requested
         return
-    previous = signal.getsignal(signal.SIGINT)
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in stops}
 
     def request(signum: int, frame: object) -> None:
         requested[0] = True
-        signal.signal(signal.SIGINT, previous)
+        for stop in stops:
+            signal.signal(stop, previous[stop])
 
-    signal.signal(signal.SIGINT, request)
+    for signum in stops:
+        signal.signal(signum, request)
     try:
         yield requested
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum in stops:
+            signal.signal(signum, previous[signum])
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
