@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run(args)
         except TrainingInterrupted as e:  # Ctrl-C: stopped at a step boundary
             print(f"char_gpt2: {e}", file=sys.stderr)
-            return 130
+            return e.exit_status
         return 0
 
     return run_main("char_gpt2", body)

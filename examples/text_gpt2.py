@@ -361,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
         if info.is_main:
             e.log.save(log_path)
         print(f"text_gpt2: {e}", file=sys.stderr)
-        return 130
+        return e.exit_status
     finally:
         destroy_process_group()
     if not info.is_main:

@@ -170,8 +170,9 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes_exactly(
 
     with pytest.raises(
         TrainingInterrupted, match=r"interrupted after step 4; checkpoint in .*: continue with --resume"
-    ):
+    ) as stopped:
         _run(tc, out_dir=tmp_path / "cut", on_step=press_ctrl_c)
+    assert stopped.value.exit_status == 128 + signum  # 130 after Ctrl-C, 143 after SIGTERM, as a shell says
     found = find_checkpoint(tmp_path / "cut")
     assert found is not None and load_checkpoint(found).step == 4
     assert signal.getsignal(signum) is before  # restored

@@ -141,21 +141,22 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run at a step boundary, after writing the log and (with ``out_dir``) a
-    checkpoint of ``step`` completed steps; ``--resume`` continues it."""
+    """Ctrl-C (or SIGTERM, ``signum``) stopped the run at a step boundary, after writing the log and
+    (with ``out_dir``) a checkpoint of ``step`` completed steps; ``--resume`` continues it. A command
+    line exits with ``exit_status`` (128 + the signal's number, as a shell reports it)."""
 
-    def __init__(self, step: int, log: TrainLog, out_dir: str | Path | None) -> None:
+    def __init__(self, step: int, log: TrainLog, out_dir: str | Path | None, signum: int = signal.SIGINT) -> None:
         saved = f"; checkpoint in {Path(out_dir) / 'checkpoint'}: continue with --resume" if out_dir else ""
         super().__init__(f"interrupted after step {step}{saved}")
-        self.step, self.log = step, log
+        self.step, self.log, self.exit_status = step, log, 128 + signum
 
 
 @contextlib.contextmanager
-def _stop_requests(enabled: bool) -> Iterator[list[bool]]:
+def _stop_requests(enabled: bool) -> Iterator[list[int]]:
     """Turn the first Ctrl-C (SIGINT) or SIGTERM into a request to stop at the next step boundary (a
     second one stops at once). Off under DDP, where every rank would have to agree on the step, and
     off-main-thread."""
-    requested = [False]
+    requested = [0]  # the signal's number once one came
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield requested
         return
@@ -163,7 +164,7 @@ def _stop_requests(enabled: bool) -> Iterator[list[bool]]:
     previous = {signum: signal.getsignal(signum) for signum in stops}
 
     def request(signum: int, frame: object) -> None:
-        requested[0] = True
+        requested[0] = signum
         for stop in stops:
             signal.signal(stop, previous[stop])
 
@@ -450,7 +451,7 @@ def _train(
             steps_in_interval += 1
 
             done = step + 1
-            stopping = stop[0] and done < tc.steps  # Ctrl-C: log and checkpoint this step, then stop
+            stopping = bool(stop[0]) and done < tc.steps  # Ctrl-C: log and checkpoint this step, then stop
             at_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.steps
             at_ckpt = out_dir is not None and ((ckpt_every > 0 and done % ckpt_every == 0) or done == tc.steps)
             at_ckpt = at_ckpt or (stopping and out_dir is not None)
@@ -478,7 +479,7 @@ def _train(
                 log.status = "interrupted"
                 if out_dir is not None and info.is_main:
                     _plot(log, Path(out_dir))
-                raise TrainingInterrupted(done, log, out_dir)
+                raise TrainingInterrupted(done, log, out_dir, stop[0])
             if on_step is not None:
                 on_step(done)
     bar.close()
@@ -556,15 +557,15 @@ def _diverged(
     t0: float,
     info: DistInfo,
 ) -> None:
-    kept = (
-        f"The last good checkpoint, after step {last_ckpt}, is kept in {Path(out_dir) / 'checkpoint'}"
-        if out_dir is not None and last_ckpt is not None
-        else "No checkpoint had been written yet"
-    )
+    if out_dir is not None and last_ckpt is not None:
+        kept = f"The last good checkpoint, after step {last_ckpt}, is kept in {Path(out_dir) / 'checkpoint'}"
+        kept += "; nothing after it was saved"
+        again = "then start again (or --resume from that checkpoint)"
+    else:
+        kept, again = "No checkpoint of this run had been written", "then start again"
     message = (
         f"training stopped: the loss became {loss} at step {step} (gradient norm {norm}, lr "
-        f"{log.steps[-1].lr:.3g}). {kept}; nothing after it was saved. Lower the learning rate or "
-        "lengthen the warmup, then start again (or --resume from the checkpoint)."
+        f"{log.steps[-1].lr:.3g}). {kept}. Lower the learning rate or lengthen the warmup, {again}."
     )
     log.status, log.message = "diverged", message
     log.wall_s += time.perf_counter() - t0
