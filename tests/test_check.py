@@ -314,6 +314,21 @@ def test_an_import_failure_and_a_missing_target_are_errors_not_tracebacks(
     assert "no such file, directory or module" in out
 
 
+def test_a_module_that_ends_the_process_at_import_or_a_path_that_is_not_python_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "quits.py").write_text("import os\nos._exit(0)\n")
+    (tmp_path / "notes.txt").write_text("not Python\n")
+    (tmp_path / "zero.py").symlink_to("/dev/zero")
+    targets = [str(tmp_path / name) for name in ("quits.py", "notes.txt", "zero.py")]
+    assert main(targets) == 1  # the check itself goes on and reports (os._exit did not end it)
+    out = capsys.readouterr().out
+    assert "cannot import quits: SystemExit: os._exit(0) called at import  [import]" in out
+    assert "notes.txt is not a Python file (*.py)" in out
+    assert "zero.py is not a regular file or directory" in out
+    assert "found 3 errors" in out
+
+
 def test_the_projects_examples_pass() -> None:
     report = check(["examples"], exclude=[r"^examples/shape_bugs/(?!_)\w+\.py$"])
     assert report.errors == [], report.format()

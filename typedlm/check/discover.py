@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from typedlm.check.report import Problem
 from typedlm.checks import FunctionChecks
@@ -112,8 +112,13 @@ def load(targets: Sequence[str], exclude: Sequence[str] = ()) -> Loaded:
     problems: list[Problem] = []
     seen: set[tuple[str, str | None]] = set()
     for target in targets:
-        if not Path(target).exists() and not re.fullmatch(r"[\w.]+", target):
+        path = Path(target)
+        if not path.exists() and not re.fullmatch(r"[\w.]+", target):
             problems.append(Problem(target, 0, f"no such file, directory or module: {target}", "import"))
+            continue
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.suffix != ".py"):
+            kind = "a Python file (*.py)" if path.is_file() else "a regular file or directory (a device or pipe?)"
+            problems.append(Problem(target, 0, f"{target} is not {kind}", "import"))
             continue
         for name, file in _module_names(target, excluded):
             if (name, file) in seen:
@@ -131,8 +136,9 @@ def load(targets: Sequence[str], exclude: Sequence[str] = ()) -> Loaded:
 def _import(name: str, file: str | None) -> ModuleType:
     """Import ``name``, as ``file`` when given: with ``sys.argv`` set as if the file ran, and under a
     name of its own when another module already owns that name (two folders' ``model.py``)."""
-    saved = sys.argv
+    saved, exit_now = sys.argv, os._exit
     sys.argv = [file or name]
+    os._exit = _refuse_exit  # a module that ends the process at import would end the check with it
     try:
         module = importlib.import_module(name)
         if file is None or Path(getattr(module, "__file__", "") or "").resolve() == Path(file).resolve():
@@ -145,7 +151,11 @@ def _import(name: str, file: str | None) -> ModuleType:
         spec.loader.exec_module(module)
         return module
     finally:
-        sys.argv = saved
+        sys.argv, os._exit = saved, exit_now
+
+
+def _refuse_exit(status: int) -> NoReturn:
+    raise SystemExit(f"os._exit({status}) called at import")
 
 
 def _import_problem(name: str, file: str | None, error: BaseException) -> Problem:
