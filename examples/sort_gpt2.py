@@ -181,7 +181,10 @@ def _section(source: str, name: str, values: object, kind: type) -> Any:
         }[str(wanted)]
         if not ok:
             what = {"int": "an integer", "float": "a finite number", "str": "a non-empty string"}[str(wanted)]
-            raise tl.ConfigError(f"{source}: {name}.{key}={value!r}: must be {what}")
+            hint = ""
+            if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
+                hint = f" (YAML reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
+            raise tl.ConfigError(f"{source}: {name}.{key}={value!r}: must be {what}{hint}")
     return kind(**values)
 
 

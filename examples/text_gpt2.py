@@ -26,7 +26,7 @@ import torch
 
 import typedlm as tl
 from typedlm import tokenizers
-from typedlm.batches import Tokens, split_tokens
+from typedlm.batches import Tokens, check_windows, split_tokens
 from typedlm.checkpoint import find_checkpoint
 from typedlm.cli import ArgumentParser, run_main
 from typedlm.corpus import Corpus, load_corpus
@@ -223,6 +223,11 @@ def encode_prompt(tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, pro
         raise tl.ConfigError(
             f"--prompt {prompt!r}: {str(e).split('. ')[0]}; pass --allow-special to encode it"
         ) from None
+    if isinstance(tokenizer, tokenizers.LocalTokenizer) and 0 in ids:
+        print(
+            f"note: {ids.count(0)} token(s) of {prompt!r} are outside the --local-vocab and read as OOV",
+            file=sys.stderr,
+        )
     return ids or tokenizer.encode("\n")
 
 
@@ -302,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
     tokenizer, tokens = make_tokenizer(args, base, corpus)
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
     cfg, tc = make_configs(args, tokenizer.vocab_size)
+    for split, part in (("train", train_tokens), ("val", val_tokens)):  # the corpus named if it is too short
+        check_windows(part, cfg.seq_len, f"{corpus.name}: the {split}")
     model = tl.models.GPT2(cfg, seed=args.seed)
     say(
         f"data: {corpus.name}, {len(corpus.text):,} characters → {len(tokens):,} tokens "

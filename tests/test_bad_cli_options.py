@@ -120,6 +120,10 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
     ("generate special token", "gpt2_generate", ["--model", "MODEL", "--prompt", "a<|endoftext|>"],
      ["--prompt", "<|endoftext|>", "--allow-special"]),
     ("sort duplicate key", "sort_gpt2", ["-c", "twice.yaml"], ["twice.yaml:3", "duplicate key 'steps'"]),
+    ("sort exponent without dot", "sort_gpt2", ["-c", "exponent.yaml"], ["train.lr='5e-4'", "write it with a dot",
+     "5.0e-04"]),
+    ("corpus too short", "text_gpt2", [*TEXT, "--data-file", "one_char.txt", "--allow-small-data"],
+     ["one_char.txt: the train split has", "seq_len + 1"]),
 ]  # fmt: skip
 
 
@@ -144,6 +148,8 @@ def _workspace(root: Path) -> None:
     (root / "typo.yaml").write_text("train:\n  stepz: 3\n")
     (root / "out_file.yaml").write_text("output:\n  dir: a_file.txt\n")
     (root / "twice.yaml").write_text("train:\n  steps: 3\n  steps: 50\n")
+    (root / "exponent.yaml").write_text("train:\n  lr: 5e-4\n")
+    (root / "one_char.txt").write_text("x")
     (root / "other" / "checkpoint").mkdir(parents=True)
     (root / "other" / "checkpoint" / "state.json").write_text("{}\n")
     (root / "a_loop").symlink_to("a_loop")
@@ -187,7 +193,8 @@ def test_bad_option_is_one_line_naming_the_flag_and_changes_nothing(
 ) -> None:
     _workspace(tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TYPEDLM_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path.with_name(tmp_path.name + "-cache")  # token caches are not the user's files
+    monkeypatch.setenv("TYPEDLM_CACHE_DIR", str(cache))
     before = snapshot(tmp_path)
     code, err = run_cli(program, [str(model_dir) if a == "MODEL" else a for a in argv])
     assert code == 2, err
