@@ -84,9 +84,6 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.seed is not None and args.seed < 0:
         raise tl.ConfigError(f"--seed {args.seed}: must be >= 0")
     check_environment()
-    if not args.model.is_dir():
-        problem = "is not a directory" if args.model.exists() else "no such directory"
-        raise tl.ConfigError(f"--model {args.model}: {problem}")
     for flag, path in (("--bpe-vocab", args.bpe_vocab), ("--bpe-merges", args.bpe_merges)):
         if path is not None:
             check_input_file(flag, path)

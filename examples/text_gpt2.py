@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     check_files(args, info.is_main)
     base = base_tokenizer(args)
     encode_prompt(base, args, args.prompt)  # a special token in --prompt is refused now, not after training
-    check_memory(make_configs(args, check_vocab(args, base))[0], device)
+    check_memory(make_configs(args, check_vocab(args, base))[0], device, amp=autocast_dtype(args.dtype, device))
     if args.dtype == "bf16" and autocast_dtype("bf16", device) is None:
         say("note: --dtype bf16 applies on CUDA only; the CPU trains in fp32")
     corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)

@@ -21,6 +21,7 @@ from typedlm.atomic import write_text_atomic
 from typedlm.checkpoint import save_checkpoint
 from typedlm.errors import NonFiniteError, TypedLMError
 from typedlm.sampling import sample_next
+from typedlm.token_ids import check_token_ids, ids_validated
 from typedlm.train import TrainConfig, train
 from typedlm.trainlog import StepRecord, TrainLog
 
@@ -152,18 +153,23 @@ def test_a_refused_train_call_leaves_its_out_dir_untouched(tmp_path: Path) -> No
     assert not out.exists()
 
 
-def test_the_memory_estimate_is_below_what_torch_allocates_for_a_real_step() -> None:
-    """The estimate is a lower bound: a real fp32 training step of a small model needs more."""
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
+def test_the_memory_estimate_is_below_what_torch_allocates_for_a_real_step(amp: torch.dtype | None) -> None:
+    """The estimate is a lower bound: a real training step of a small model needs more."""
     cfg = tl.CausalConfig(batch=4, seq_len=64, vocab=512, heads=4, head_dim=16, ffn_hidden=256, layers=2)
     model = tl.models.GPT2(cfg)
     optimizer = torch.optim.AdamW(model.parameters())
     ids = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq_len + 1))
-    logits = model(ids[:, :-1])
-    saved = sum(t.numel() * t.element_size() for t in _saved_tensors(logits))
-    tl.losses.next_token_cross_entropy(logits, ids).backward()
+    with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+        logits = model(ids[:, :-1])
+        saved = sum(t.numel() * t.element_size() for t in _saved_tensors(logits))
+        loss = tl.losses.next_token_cross_entropy(logits, ids)
+    loss.backward()
     optimizer.step()
     state = sum(p.numel() * 4 * 4 for p in model.parameters())  # weights, grads, two moments
-    assert preflight.training_memory_bytes(cfg) <= state + saved + logits.numel() * 4  # + the logits' gradient
+    activation_bytes = 4 if amp is None else 2
+    need = preflight.training_memory_bytes(cfg, activation_bytes)
+    assert need <= state + saved + logits.numel() * logits.element_size()  # + the logits' gradient
 
 
 def _saved_tensors(out: torch.Tensor) -> list[torch.Tensor]:
@@ -211,3 +217,14 @@ def test_an_atomic_write_through_a_symbolic_link_replaces_the_file_it_names(tmp_
     link.symlink_to(target)
     write_text_atomic(link, "new\n")
     assert link.is_symlink() and target.read_text() == "new\n"
+
+
+def test_token_id_checks_are_skipped_with_checks_off_and_for_validated_ids() -> None:
+    with tl.checks.mode("off"), pytest.raises(IndexError) as raised:  # torch's own error: nothing checked
+        MODEL(_ids(16))
+    assert not isinstance(raised.value, TypedLMError)
+    with ids_validated(), pytest.raises(tl.ShapeError, match="token id 16"):
+        MODEL(_ids(16))  # on the CPU the check is free and stays on
+    check_token_ids(torch.tensor([[-100, 3]]), 4, where="loss", source="vocab", ignore_index=-100)
+    with pytest.raises(tl.ShapeError, match=r"token id -100 at position \(0, 0\)"):
+        check_token_ids(torch.tensor([[-100, 3]]), 4, where="loss", source="vocab")

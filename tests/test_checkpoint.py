@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,12 @@ from typedlm.checkpoint import (
     find_checkpoint,
     load_checkpoint,
     load_weights,
+    partial_checkpoint,
     restore_optimizer,
     save_checkpoint,
 )
+from typedlm.errors import ConfigError
+from typedlm.run_dir import check_run_dir
 
 
 class Tied(nn.Module):
@@ -204,6 +208,27 @@ def test_two_crashes_in_a_row_at_any_point_of_the_write_leave_a_complete_checkpo
                     except _Crash:
                         crashes += 1
                 assert _complete_step(out) in range(1, step_no + 1)  # one that was written, loading whole
+                assert partial_checkpoint(out) is None  # a crash never looks like a damaged checkpoint
             save_checkpoint(out, model, opt, {"step": 4, "config": {}})  # and a clean save after both
             assert _complete_step(out) == 4
     assert per_save >= 6 and crashes >= per_save * per_save
+
+
+def test_a_damaged_checkpoint_beside_a_complete_prev_is_reported_and_a_save_keeps_prev_until_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, opt = _trained(0)
+    save_checkpoint(tmp_path, model, opt, {"step": 1, "config": {}})
+    shutil.copytree(tmp_path / "checkpoint", tmp_path / "checkpoint.prev")  # a complete prev
+    (tmp_path / "checkpoint" / OPTIMIZER_FILE).unlink()  # and a damaged current
+    assert partial_checkpoint(tmp_path) == (tmp_path / "checkpoint", OPTIMIZER_FILE)
+    with pytest.raises(ConfigError, match=r"checkpoint lacks optimizer.safetensors, so it cannot be resumed"):
+        check_run_dir(tmp_path, resume=True, overwrite=False)
+    # the next save must not remove prev (the only complete one) before its own checkpoint is in place
+    with monkeypatch.context() as patch:
+        _crash_at(patch, 6)  # 1 clears tmp, 2-4 write its files, 5 clears the damaged checkpoint/, 6 renames
+        with pytest.raises(_Crash):
+            save_checkpoint(tmp_path, model, opt, {"step": 3, "config": {}})
+    assert _complete_step(tmp_path) == 1
+    save_checkpoint(tmp_path, model, opt, {"step": 3, "config": {}})
+    assert _complete_step(tmp_path) == 3 and partial_checkpoint(tmp_path) is None

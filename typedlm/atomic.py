@@ -24,7 +24,15 @@ from pathlib import Path
 
 
 def current_umask() -> int:
-    """The process's umask (read by setting it and setting it back)."""
+    """The process's umask: read from ``/proc/self/status`` on Linux (setting it, even briefly, would
+    change the permissions of files other threads create meanwhile), else by setting it and back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -106,14 +106,25 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoint"
 
 
+_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
+
+
+def _complete(candidate: Path) -> bool:
+    return all((candidate / name).is_file() for name in _FILES)
+
+
 def partial_checkpoint(out_dir: str | Path) -> tuple[Path, str] | None:
-    """A checkpoint directory of ``out_dir`` that holds some of the three files but not all, and the
-    first file it lacks (it is nothing to resume, nor something to replace without asking); or None."""
+    """The checkpoint directory of ``out_dir`` that would be resumed if it were whole, when it lacks
+    one of its files: that directory and the first file it lacks (it is nothing to resume, nor something
+    to replace without asking); or None. ``checkpoint/`` counts when it exists, else ``checkpoint.prev/``
+    (a ``checkpoint.prev/`` half removed beside a complete ``checkpoint/`` is a normal crash state)."""
     current = checkpoint_dir(out_dir)
-    for candidate in (current, current.with_name("checkpoint.prev")):
-        present = [(candidate / name).exists() for name in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)]
-        if any(present) and not all(present):
-            return candidate, (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)[present.index(False)]
+    candidate = current if current.exists() else current.with_name("checkpoint.prev")
+    present = [(candidate / name).exists() for name in _FILES]
+    if any(present) and not all(present):
+        return candidate, _FILES[present.index(False)]
+    if current.exists() and not any(present):
+        return candidate, _FILES[0]
     return None
 
 
@@ -121,7 +132,7 @@ def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint directory under ``out_dir`` (all three files present), or None."""
     current = checkpoint_dir(out_dir)
     for candidate in (current, current.with_name("checkpoint.prev")):
-        if all((candidate / name).is_file() for name in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)):
+        if _complete(candidate):
             return candidate
     return None
 
@@ -151,10 +162,11 @@ def save_checkpoint(
     with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory still gets the checkpoint
         fsync_directory(tmp)
 
-    if final.exists():  # complete (only a finished tmp is ever renamed to it): the older prev can go
+    if _complete(final):  # the older prev can go; final becomes prev until the new one is in place
         shutil.rmtree(prev, ignore_errors=True)
         os.replace(final, prev)
-    # else a crash between the renames left prev as the only complete checkpoint: it stays until now
+    else:  # missing after a crash between the renames, or damaged: prev, if any, is the complete one
+        shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     with contextlib.suppress(OSError):
         fsync_directory(final.parent)

@@ -29,6 +29,7 @@ from typedlm.checks import checked
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.models import GPT2
 from typedlm.sampling import check_sampling, sample_next
+from typedlm.token_ids import ids_validated
 
 __all__ = ["GPT2_EOT", "default_eot_token", "generate_tokens", "stream_tokens"]
 
@@ -56,7 +57,7 @@ def _check_request(model: GPT2, ids: Tensor, max_new_tokens: int) -> None:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r}: must be an int >= 0")
     if ids.shape[0] == 0 or ids.shape[1] == 0:
         raise ConfigError(f"prompt ids of shape {tuple(ids.shape)}: need at least one sequence of at least one token")
-    low, high = int(ids.min()), int(ids.max())
+    low, high = torch.stack(torch.aminmax(ids)).tolist()
     if low < 0 or high >= model.cfg.vocab:
         bad = low if low < 0 else high
         raise ShapeError(
@@ -115,7 +116,7 @@ def _decode(
     try:
         with model.kv_cache(prompt.shape[0]) if kv_cache else contextlib.nullcontext():
             for step in range(max_new_tokens):
-                with torch.inference_mode():
+                with torch.inference_mode(), ids_validated():  # the prompt was checked; samples are in range
                     if step == 0 or not kv_cache or window.shape[1] > seq_len:
                         window = window[:, -seq_len:]
                         model.rewind_kv_cache(0)

@@ -86,7 +86,7 @@ def check_log_file(flag: str, path: Path) -> None:
     existing file of another kind (a log replaces only a log)."""
     check_output_file(flag, path)
     resolved = path.resolve()
-    if resolved.parent.name.startswith("checkpoint"):
+    if resolved.parent.name in ("checkpoint", "checkpoint.prev", "checkpoint.tmp"):
         raise ConfigError(f"{flag} {path}: is inside a checkpoint directory; writing there would damage it")
     if resolved.is_file() and resolved.stat().st_size > 0:
         with open(resolved, "rb") as f:
@@ -108,8 +108,9 @@ def _check_creatable(flag: str, path: Path) -> None:
 # --- memory ----------------------------------------------------------------------------------------
 
 
-def training_memory_bytes(cfg: CausalConfig) -> int:
-    """A lower estimate of the memory one training process needs for a GPT-2 of ``cfg``'s sizes in fp32.
+def training_memory_bytes(cfg: CausalConfig, activation_bytes: int = 4) -> int:
+    """A lower estimate of the memory one training process needs for a GPT-2 of ``cfg``'s sizes: fp32
+    weights, and activations of ``activation_bytes`` each (2 under bf16 autocast).
 
     Weights, gradients and AdamW's two moments (16 bytes per parameter), plus the activations kept for
     the backward pass of one micro-batch of ``cfg.batch`` sequences: per layer and token about
@@ -122,7 +123,7 @@ def training_memory_bytes(cfg: CausalConfig) -> int:
     params = vocab * d + cfg.seq_len * d + layers * per_block + 2 * d + (0 if cfg.tie_embeddings else vocab * d)
     tokens = cfg.batch * cfg.seq_len
     activations = tokens * (layers * (8 * d + 2 * ffn) + 2 * vocab)
-    return 4 * (4 * params + activations)
+    return 16 * params + activation_bytes * activations
 
 
 def machine_memory_bytes(device: torch.device) -> int | None:
@@ -139,12 +140,13 @@ def check_memory(
     cfg: CausalConfig,
     device: torch.device,
     *,
+    amp: torch.dtype | None = None,
     available: int | None = None,
     hint: str = "use a smaller --batch (and --grad-accum to keep the tokens per step), --seq-len or model",
 ) -> None:
-    """Refuse a model and batch whose estimated training memory exceeds what ``device`` has (or
-    ``available`` bytes); ``hint`` says what to change."""
-    need = training_memory_bytes(cfg)
+    """Refuse a model and batch whose estimated training memory (activations in ``amp``'s precision
+    under autocast) exceeds what ``device`` has (or ``available`` bytes); ``hint`` says what to change."""
+    need = training_memory_bytes(cfg, 4 if amp is None else torch.finfo(amp).bits // 8)
     have = machine_memory_bytes(device) if available is None else available
     if have is None or need <= have:
         return

@@ -32,7 +32,7 @@ def check_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None
         raise ConfigError(f"--out {out}: is a file, not a directory")
     found = find_checkpoint(out)
     partial = partial_checkpoint(out)
-    if found is None and partial is not None and not overwrite:
+    if partial is not None and not overwrite:
         where, missing = partial
         raise ConfigError(
             f"--out {out}: {where} lacks {missing}, so it cannot be resumed; restore the file, or replace "

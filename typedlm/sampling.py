@@ -29,16 +29,21 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
 
 
 def check_logits(logits: Float[Tensor, "batch vocab"]) -> None:
-    """Refuse logits holding NaN or +inf, or a row with no finite entry: no distribution to sample from."""
-    usable = ~(logits.isnan() | logits.isposinf())
-    usable &= logits.isfinite().any(dim=-1, keepdim=True)
-    if bool(usable.all()):
+    """Refuse logits holding NaN or +inf, or a row with no finite entry: no distribution to sample from.
+
+    One reduction on the happy path (a row's max is finite exactly when the row is usable); the
+    message is worked out only when a row is not.
+    """
+    if bool(torch.isfinite(logits.amax(dim=-1)).all()):
         return
-    row, column = (int(i) for i in (~usable).nonzero()[0])
+    bad = logits.isnan() | logits.isposinf()
+    bad |= ~logits.isfinite().any(dim=-1, keepdim=True)
+    row, column = (int(i) for i in bad.nonzero()[0])
     raise NonFiniteError(
         f"sample_next: logits[{row}, {column}] is {float(logits[row, column])} (row {row} has "
-        f"{int(logits[row].isnan().sum())} NaN of {logits.shape[-1]}): the model's output is not a distribution; "
-        "check its weights (NaN or infinite after training or loading?)"
+        f"{int(logits[row].isnan().sum())} NaN and {int(logits[row].isfinite().sum())} finite values of "
+        f"{logits.shape[-1]}): the model's output is not a distribution; check its weights (NaN or infinite "
+        "after training or loading?)"
     )
 
 

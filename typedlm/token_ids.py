@@ -11,6 +11,7 @@ run their steps inside `ids_validated` to skip it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 
 import torch
@@ -19,18 +20,17 @@ from torch import Tensor
 from typedlm import checks
 from typedlm.errors import ShapeError
 
-_validated_depth = 0
+_validated: contextvars.ContextVar[bool] = contextvars.ContextVar("typedlm_ids_validated", default=False)
 
 
 @contextlib.contextmanager
 def ids_validated() -> Iterator[None]:
     """Skip the per-call id check on accelerators inside the block (the caller checked its ids already)."""
-    global _validated_depth
-    _validated_depth += 1
+    token = _validated.set(True)
     try:
         yield
     finally:
-        _validated_depth -= 1
+        _validated.reset(token)
 
 
 def check_token_ids(ids: Tensor, vocab: int, *, where: str, source: str, ignore_index: int | None = None) -> None:
@@ -39,23 +39,18 @@ def check_token_ids(ids: Tensor, vocab: int, *, where: str, source: str, ignore_
     ``where`` names the layer or function, ``source`` where ``vocab`` comes from (``cfg.vocab``, the
     logits' last dimension).
     """
-    if ids.numel() == 0 or checks.current_mode() == "off" or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or checks.current_mode() == "off" or ids.numel() == 0:
         return
-    if ids.device.type != "cpu" and _validated_depth:
+    if ids.device.type != "cpu" and _validated.get():
         return
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ShapeError(f"{where}: token ids must be an integer tensor, got dtype {ids.dtype}")
-    low, high = (int(v) for v in torch.aminmax(ids))
+    scored = ids if ignore_index is None else ids.masked_fill(ids == ignore_index, 0)
+    low, high = torch.stack(torch.aminmax(scored)).tolist()  # one transfer from the device
     if low >= 0 and high < vocab:
         return
-    bad = ids < 0
-    bad |= ids >= vocab
-    if ignore_index is not None:
-        bad &= ids != ignore_index
-        if not bool(bad.any()):
-            return
-    position = tuple(int(i) for i in bad.nonzero()[0])
-    value = int(ids[position])
+    position = tuple(int(i) for i in ((scored < 0) | (scored >= vocab)).nonzero()[0])
     raise ShapeError(
-        f"{where}: token id {value} at position {position} is outside the vocabulary 0..{vocab - 1} ({source}={vocab})"
+        f"{where}: token id {int(ids[position])} at position {position} is outside the vocabulary "
+        f"0..{vocab - 1} ({source}={vocab})"
     )

@@ -221,7 +221,11 @@ def check_token_array(tokens: object, vocab: int, name: str) -> None:
         raise ShapeError(f"train(): {name} must hold integer token ids, got dtype {tokens.dtype}")
     if len(tokens) == 0:
         return
-    low, high = int(tokens.min()), int(tokens.max())
+    unsigned = np.issubdtype(tokens.dtype, np.unsignedinteger)
+    if unsigned and np.iinfo(tokens.dtype).max < vocab:
+        return  # every value the dtype holds is an id (uint16 tokens, a vocabulary above 65,535)
+    low = 0 if unsigned else int(tokens.min())
+    high = int(tokens.max())
     if low >= 0 and high < vocab:
         return
     index = int(np.argmax(tokens < 0)) if low < 0 else int(np.argmax(tokens >= vocab))
