@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ import torch
 
 import typedlm as tl
 from typedlm.batches import Tokens, split_tokens
-from typedlm.cli import ArgumentParser, run_main
+from typedlm.cli import ArgumentParser, renamed_field, run_main
 from typedlm.corpus import load_corpus
 from typedlm.device import resolve_device
 from typedlm.preflight import check_environment, check_input_file, check_memory
@@ -80,10 +79,7 @@ def configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig, Trai
                          eval_batches=args.eval_batches, seed=args.seed, device=args.device,
                          progress=not args.no_progress)  # fmt: skip
     except tl.ConfigError as e:  # "CausalConfig.seq_len=0: ..." is "--context-size 0: ..." here
-        field = re.match(r"(?:CausalConfig|TrainConfig)\.(\w+)=(.*)", str(e))
-        if field is None or field[1] not in FLAGS:
-            raise
-        raise tl.ConfigError(f"{FLAGS[field[1]]} {field[2]}") from None
+        raise renamed_field(e, FLAGS) from None
     return cfg, tc
 
 

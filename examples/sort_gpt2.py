@@ -29,7 +29,7 @@ from torch import Tensor
 
 import typedlm as tl
 from typedlm.attention_maps import capture_attention
-from typedlm.cli import ArgumentParser, run_main
+from typedlm.cli import ArgumentParser, renamed_field, run_main
 from typedlm.preflight import check_environment, check_input_file, check_memory, check_output_dir
 from typedlm.train import TrainConfig, configure_optimizer, lr_at
 
@@ -124,9 +124,9 @@ class SortConfig:
             self.model_config()
             self.train_config()
         except tl.ConfigError as e:  # "CausalConfig.heads=0: ..." is "model.heads=0: ..." in this file
-            found = re.match(r"(?:CausalConfig|TrainConfig)\.(\w+)(=.*)", str(e))
-            name = None if found is None else _KEY_OF_FIELD.get(found[1])
-            raise tl.ConfigError(f"{source}: {name}{found[2]}" if name and found else f"{source}: {e}") from None
+            keys = {name: f"{source}: {key}" for name, key in _KEY_OF_FIELD.items()}
+            renamed = renamed_field(e, keys, joiner="=")
+            raise (renamed if renamed is not e else tl.ConfigError(f"{source}: {e}")) from None
         check_output_dir(f"{source}: output.dir", Path(self.output.dir))
 
     def train_config(self) -> TrainConfig:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import typedlm as tl
 from typedlm import tokenizers
 from typedlm.batches import Tokens, check_windows, split_tokens
 from typedlm.checkpoint import find_checkpoint
-from typedlm.cli import ArgumentParser, run_main
+from typedlm.cli import ArgumentParser, renamed_field, run_main
 from typedlm.corpus import Corpus, load_corpus
 from typedlm.device import DTYPES, autocast_dtype, resolve_device
 from typedlm.distributed import destroy_process_group, dist_info_from_env
@@ -178,10 +177,8 @@ def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig,
             progress=not args.no_progress,
         )
     except tl.ConfigError as e:  # "TrainConfig.lr=0.0: ..." is "--lr 0.0: ..." to the person who typed it
-        field = re.match(r"(?:CausalConfig|TrainConfig)\.(\w+)=(.*)", str(e))
-        if field is None or field[1] not in (*SIZE_FLAGS, *TRAIN_FLAGS, "seed"):
-            raise
-        raise tl.ConfigError(f"--{field[1].replace('_', '-')} {field[2]}") from None
+        flags = {name: "--" + name.replace("_", "-") for name in (*SIZE_FLAGS, *TRAIN_FLAGS, "seed")}
+        raise renamed_field(e, flags) from None
     return cfg, tc
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from typedlm.errors import TypedLMError
+from typedlm.errors import ConfigError, TypedLMError
 
 USAGE_ERROR = 2
 """Exit status of a refused input (argparse's convention)."""
@@ -33,6 +34,19 @@ class ArgumentParser(argparse.ArgumentParser):
 def one_line(message: str) -> str:
     """``message`` with its lines joined, so an error is always a single line."""
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+_CONFIG_FIELD = re.compile(r"(?:CausalConfig|TrainConfig)\.(\w+)=(.*)")
+
+
+def renamed_field(error: ConfigError, names: Mapping[str, str], joiner: str = " ") -> ConfigError:
+    """``error`` about a config field told under the name the user wrote it with: with
+    ``names={"lr": "--lr"}``, ``TrainConfig.lr=0.0: must be > 0`` becomes ``--lr 0.0: must be > 0``
+    (``joiner="="`` for ``train.lr=0.0``). An error about no named field is returned as it is."""
+    found = _CONFIG_FIELD.match(str(error))
+    if found is None or found[1] not in names:
+        return error
+    return ConfigError(f"{names[found[1]]}{joiner}{found[2]}")
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:
