@@ -51,18 +51,23 @@ import torch
 from torch import nn
 
 from typedlm.atomic import fsync_directory, write_atomic, write_text_atomic
-from typedlm.errors import TypedLMError
-from typedlm.trainlog import (
+from typedlm.errors import TypedLMError, error_reason
+from typedlm.json_fields import (
     FieldError,
-    TrainLog,
     describe,
+    dict_field,
     expect_dict,
     expect_int,
+    expect_json_number,
     expect_list,
     expect_str,
     field_of,
     field_path,
+    int_field,
+    list_field,
+    str_field,
 )
+from typedlm.trainlog import TrainLog
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
 MODEL_FILE = "model.safetensors"
@@ -183,13 +188,13 @@ def read_state(path: str | Path, *, require: tuple[str, ...] = ()) -> dict[str, 
     except FileNotFoundError:
         raise CheckpointError(f"{file}: checkpoint state file not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file}: cannot read the checkpoint state ({_one_line(e)})") from None
+        raise CheckpointError(f"{file}: cannot read the checkpoint state ({error_reason(e)})") from None
     try:
         state = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{file}:{e.lineno}: not valid JSON ({e.msg})") from None
     except (ValueError, RecursionError) as e:  # an integer of too many digits; nesting too deep
-        raise CheckpointError(f"{file}: not valid JSON ({_one_line(e)})") from None
+        raise CheckpointError(f"{file}: not valid JSON ({error_reason(e)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{file}: expected a JSON object, found {describe(state)}")
     if state.get("format") != CHECKPOINT_FORMAT:
@@ -227,7 +232,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as e:
-        raise CheckpointError(f"{file}: cannot load weights into {type(model).__name__}: {_one_line(e)}") from None
+        raise CheckpointError(f"{file}: cannot load weights into {type(model).__name__}: {error_reason(e)}") from None
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
@@ -249,7 +254,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> Non
     try:
         optimizer.load_state_dict(sd)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: does not fit this optimizer: {_one_line(e)}") from None
+        raise CheckpointError(f"{file}: does not fit this optimizer: {error_reason(e)}") from None
 
 
 def _check_state(state: dict[str, Any], require: tuple[str, ...]) -> None:
@@ -261,13 +266,13 @@ def _check_state(state: dict[str, Any], require: tuple[str, ...]) -> None:
     _check_optimizer_doc(state["optimizer"])
     if "train" in state:
         train = expect_dict(state["train"], "train")
-        total = expect_int(field_of(train, "steps", "train"), "train.steps", minimum=1)
+        total = int_field(train, "steps", "train", minimum=1)
         for name in _TRAIN_INTS:
             if name in train:
                 expect_int(train[name], field_path("train", name))
         for name in _TRAIN_NUMBERS:
             if name in train:
-                _expect_json_number(train[name], field_path("train", name))
+                expect_json_number(train[name], field_path("train", name))
         if step > total:
             raise FieldError("step", f"{step} is beyond the run's total, train.steps={total}")
     if "world_size" in state:
@@ -282,9 +287,9 @@ def _check_state(state: dict[str, Any], require: tuple[str, ...]) -> None:
     if "checksums" in state:
         checksums = expect_dict(state["checksums"], "checksums")
         for name in (MODEL_FILE, OPTIMIZER_FILE):
-            where = field_path("checksums", name)
-            value = expect_str(field_of(checksums, name, "checksums"), where)
+            value = str_field(checksums, name, "checksums")
             if not _CHECKSUM.fullmatch(value):
+                where = field_path("checksums", name)
                 raise FieldError(where, f"expected 'sha256:' and 64 hex digits, found {describe(value)}")
 
 
@@ -292,31 +297,32 @@ def _check_optimizer_doc(doc: object) -> dict[str, Any]:
     """The optimizer's JSON part: ``param_groups`` (hyperparameters and parameter indices) and
     ``scalars`` (non-tensor per-parameter state, by index)."""
     doc = expect_dict(doc, "optimizer")
-    groups = expect_list(field_of(doc, "param_groups", "optimizer"), "optimizer.param_groups")
+    groups = list_field(doc, "param_groups", "optimizer")
     seen: set[int] = set()
     for i, group in enumerate(groups):
         where = field_path("optimizer.param_groups", i)
         group = expect_dict(group, where)
-        indices = expect_list(field_of(group, "params", where), field_path(where, "params"))
-        for j, index in enumerate(indices):
-            index = expect_int(index, field_path(field_path(where, "params"), j), minimum=0)
+        params = field_path(where, "params")
+        for j, index in enumerate(list_field(group, "params", where)):
+            index = expect_int(index, field_path(params, j), minimum=0)
             if index in seen:
-                raise FieldError(field_path(field_path(where, "params"), j), f"parameter {index} is listed twice")
+                raise FieldError(field_path(params, j), f"parameter {index} is listed twice")
             seen.add(index)
         for name in _GROUP_NUMBERS:
             if name in group:
-                _expect_json_number(group[name], field_path(where, name))
+                expect_json_number(group[name], field_path(where, name))
         if "betas" in group:
-            betas = expect_list(group["betas"], field_path(where, "betas"))
+            at = field_path(where, "betas")
+            betas = expect_list(group["betas"], at)
             if len(betas) != 2:
-                raise FieldError(field_path(where, "betas"), f"expected 2 numbers, found {len(betas)} values")
+                raise FieldError(at, f"expected 2 numbers, found {len(betas)} values")
             for j, beta in enumerate(betas):
-                _expect_json_number(beta, field_path(field_path(where, "betas"), j))
+                expect_json_number(beta, field_path(at, j))
         for name in (*_GROUP_FLAGS, *_GROUP_OPTIONAL_FLAGS):
             value = group.get(name, False)
             if not (isinstance(value, bool) or (value is None and name in _GROUP_OPTIONAL_FLAGS)):
                 raise FieldError(field_path(where, name), f"expected true or false, found {describe(value)}")
-    scalars = expect_dict(field_of(doc, "scalars", "optimizer"), "optimizer.scalars")
+    scalars = dict_field(doc, "scalars", "optimizer")
     for index, values in scalars.items():
         where = field_path("optimizer.scalars", index)
         if not _INDEX.fullmatch(index):
@@ -329,12 +335,6 @@ def _check_optimizer_doc(doc: object) -> dict[str, Any]:
     return doc
 
 
-def _expect_json_number(value: object, where: str) -> None:
-    """A JSON number as such (``"nan"`` strings are for logs, not hyperparameters)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FieldError(where, f"expected a number, found {describe(value)}")
-
-
 def _load_tensors(file: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The tensors of ``file``, once its bytes match the checksum ``state`` records for it (if any)."""
     if not file.is_file():
@@ -344,7 +344,7 @@ def _load_tensors(file: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
         actual = file_checksum(file) if expected is not None else None
         tensors = safetensors.torch.load_file(str(file)) if actual == expected else {}
     except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: not a readable safetensors file: {_one_line(e)}") from None
+        raise CheckpointError(f"{file}: not a readable safetensors file: {error_reason(e)}") from None
     if actual != expected:
         raise CheckpointError(
             f"{file}: checksum mismatch: the file changed since the checkpoint was written (bit rot or an edit)"
@@ -429,8 +429,3 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], doc: object, path: P
         state.setdefault(int(index), {}).update(values)
     groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in doc["param_groups"]]
     return {"state": state, "param_groups": groups}
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line."""
-    return " ".join(str(error).split()) or type(error).__name__

@@ -29,3 +29,8 @@ class DataFileError(TypedLMError, ValueError):
 class NonFiniteError(TypedLMError, FloatingPointError):
     """A tensor that must be finite holds NaN or infinity (e.g. the logits a token is sampled from);
     the message names the tensor and where the first bad value is."""
+
+
+def error_reason(error: BaseException) -> str:
+    """``error``'s message on one line (white space runs folded to one space), or its type's name if empty."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -56,6 +56,7 @@ from typedlm.atomic import (
 )
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, TypedLMError
+from typedlm.json_fields import short_repr
 from typedlm.models import GPT2
 from typedlm.nn import TransformerBlock
 
@@ -84,15 +85,9 @@ class HFCheckpointError(TypedLMError, ValueError):
     """A Hugging Face GPT-2 directory typedlm cannot read: the message names the directory and what is wrong."""
 
 
-def _show(value: object, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: a message stays one short line whatever a file holds."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _name(name: str) -> str:
     """A tensor name as it reads in a message: as it is if printable, else quoted (a file may hold any name)."""
-    return name if name.isprintable() and len(name) <= 100 else _show(name)
+    return name if name.isprintable() and len(name) <= 100 else short_repr(name)
 
 
 def _names(names: list[str], limit: int = 10) -> str:
@@ -110,7 +105,7 @@ def _positive_int(hf: dict[str, Any], name: str, where: str) -> int:
     if value is None:
         raise HFCheckpointError(f"{where}: missing field {name!r}")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HFCheckpointError(f"{where}: {name}={_show(value)} must be an int >= 1")
+        raise HFCheckpointError(f"{where}: {name}={short_repr(value)} must be an int >= 1")
     return value
 
 
@@ -120,13 +115,13 @@ def _finite_number(
     """An optional number field (int or float, not a bool), finite and passing ``ok``."""
     value = hf.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise HFCheckpointError(f"{where}: {name}={_show(value)} must be a number {rule}")
+        raise HFCheckpointError(f"{where}: {name}={short_repr(value)} must be a number {rule}")
     try:
         number = float(value)
     except OverflowError:  # an int too large for a float
         number = math.inf
     if not (math.isfinite(number) and ok(number)):
-        raise HFCheckpointError(f"{where}: {name}={_show(value)} must be a number {rule}")
+        raise HFCheckpointError(f"{where}: {name}={short_repr(value)} must be a number {rule}")
     return number
 
 
@@ -134,11 +129,13 @@ def _check_supported(hf: dict[str, Any], where: str) -> None:
     """``model_type`` is gpt2, and fields that change the maths have the values typedlm implements."""
     model_type = hf.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise HFCheckpointError(f"{where}: model_type={_show(model_type)}, expected 'gpt2'")
+        raise HFCheckpointError(f"{where}: model_type={short_repr(model_type)}, expected 'gpt2'")
     for name, allowed in _SUPPORTED.items():
         if name in hf and not any(type(hf[name]) is type(ok) and hf[name] == ok for ok in allowed):
             rule = " or ".join(json.dumps(value) for value in allowed)
-            raise HFCheckpointError(f"{where}: {name}={_show(hf[name])} is not supported by typedlm (must be {rule})")
+            raise HFCheckpointError(
+                f"{where}: {name}={short_repr(hf[name])} is not supported by typedlm (must be {rule})"
+            )
 
 
 def config_from_hf(hf: dict[str, Any], *, where: str = CONFIG) -> CausalConfig:
@@ -154,7 +151,7 @@ def config_from_hf(hf: dict[str, Any], *, where: str = CONFIG) -> CausalConfig:
     eps = _finite_number(hf, "layer_norm_epsilon", 1e-5, where, lambda e: e > 0, "> 0, finite")
     tie = hf.get("tie_word_embeddings", True)
     if not isinstance(tie, bool):
-        raise HFCheckpointError(f"{where}: tie_word_embeddings={_show(tie)} must be true or false")
+        raise HFCheckpointError(f"{where}: tie_word_embeddings={short_repr(tie)} must be true or false")
     try:
         return CausalConfig(
             batch=1,
@@ -247,7 +244,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise HFCheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an int past Python's digit limit
-        raise HFCheckpointError(f"{path}: not valid JSON ({_show(str(error), 120)})") from error
+        raise HFCheckpointError(f"{path}: not valid JSON ({short_repr(str(error), 120)})") from error
     except RecursionError as error:
         raise HFCheckpointError(f"{path}: not valid JSON (nested too deeply)") from error
     if not isinstance(data, dict):
@@ -257,7 +254,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _shard_path(index: Path, tensor: str, shard: object) -> Path:
     """The file ``index`` names for ``tensor``: a relative path to an existing file inside the index's directory."""
-    entry = f"weight_map[{_show(tensor)}]={_show(shard)}"
+    entry = f"weight_map[{short_repr(tensor)}]={short_repr(shard)}"
     if not isinstance(shard, str) or not shard:
         raise HFCheckpointError(f"{index}: {entry}: a shard must be a file name (a non-empty string)")
     if "\0" in shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
@@ -267,7 +264,7 @@ def _shard_path(index: Path, tensor: str, shard: object) -> Path:
         inside = path.resolve().is_relative_to(index.parent.resolve())
         exists, is_file = path.exists(), path.is_file()
     except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before Python 3.13), a name too long
-        raise HFCheckpointError(f"{index}: {entry}: cannot resolve the shard ({_show(str(error), 80)})") from error
+        raise HFCheckpointError(f"{index}: {entry}: cannot resolve the shard ({short_repr(str(error), 80)})") from error
     if not inside:
         raise HFCheckpointError(f"{index}: {entry}: the shard resolves outside {index.parent}")
     if not exists:
@@ -338,7 +335,7 @@ def _safetensors_load(path: Path) -> dict[str, Tensor]:
     except OSError as error:
         raise HFCheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
     except Exception as error:  # SafetensorError for a bad header or short data; any bytes may be here
-        detail = _show(" ".join(str(error).split()), 100)
+        detail = short_repr(" ".join(str(error).split()), 100)
         raise HFCheckpointError(f"{path}: cannot read weights: not a valid safetensors file ({detail})") from error
 
 
@@ -349,12 +346,12 @@ def _state_dict(path: Path, loaded: object) -> dict[str, Tensor]:
     for name, value in loaded.items():
         if not isinstance(name, str):
             raise HFCheckpointError(
-                f"{path}: expected a state dict (names → tensors); key {_show(name)} is not a string"
+                f"{path}: expected a state dict (names → tensors); key {short_repr(name)} is not a string"
             )
         if not isinstance(value, Tensor):
             kind = type(value).__name__
             raise HFCheckpointError(
-                f"{path}: expected a state dict (names → tensors); {_show(name)} is {kind}, not a tensor"
+                f"{path}: expected a state dict (names → tensors); {short_repr(name)} is {kind}, not a tensor"
             )
     return loaded
 
