@@ -53,3 +53,31 @@ def test_a_compiled_training_step_gives_eager_gradients(cfg: tl.CausalConfig) ->
     for expected, p in zip(eager, model.parameters(), strict=True):
         assert p.grad is not None
         torch.testing.assert_close(p.grad, expected, atol=1e-5, rtol=1e-4)
+
+
+_IN_A_FRESH_PROCESS = """
+import sys
+{first}
+import torch, typedlm as tl
+assert ("torch._dynamo" in sys.modules) == {dynamo_first}, "import typedlm must not load TorchDynamo"
+cfg = tl.CausalConfig(batch=2, seq_len=8, vocab=16, heads=2, head_dim=4, ffn_hidden=16, layers=1)
+compiled = torch.compile(tl.models.GPT2(cfg), fullgraph=True, backend="aot_eager")
+compiled(torch.zeros(2, 4, dtype=torch.long))
+try:
+    compiled(torch.zeros(2, 4))
+except tl.ShapeError as e:
+    print("ShapeError:", e)
+"""
+
+
+@pytest.mark.parametrize("dynamo_first", [False, True], ids=["typedlm-first", "dynamo-first"])
+def test_typedlm_loads_dynamo_only_when_a_program_compiles_and_checks_either_way(dynamo_first: bool) -> None:
+    """``import typedlm`` leaves TorchDynamo unloaded (it costs about a second); the checks reach dynamo
+    whether it is imported after typedlm (by torch.compile) or before."""
+    import subprocess
+    import sys
+
+    code = _IN_A_FRESH_PROCESS.format(first="import torch._dynamo" if dynamo_first else "", dynamo_first=dynamo_first)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 'ShapeError: GPT2: ids expected "batch seq" as an integer tensor' in result.stdout
