@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 import typedlm as tl
@@ -182,3 +182,25 @@ def test_an_eval_only_shape_change_is_caught_after_training_calls(cfg: tl.Causal
     layer(torch.randn(2, 4, cfg.d_model))  # passes and is remembered for training mode
     with pytest.raises(tl.ShapeError, match="its result expected"):
         layer.eval()(torch.randn(2, 4, cfg.d_model))
+
+
+class _Masked(Layer[Embedded, Embedded]):
+    """A layer with an optional mask: None means every position counts."""
+
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], mask: Bool[Tensor, "batch seq"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
+        return x if mask is None else x * mask[..., None]
+
+
+def test_an_optional_tensor_argument_may_be_none_and_is_checked_when_given(cfg: tl.CausalConfig) -> None:
+    layer = _Masked(cfg)
+    x = torch.randn(2, 3, cfg.d_model)
+    assert torch.equal(layer(x), x) and torch.equal(layer(x, None), x)
+    keep_first = torch.tensor([[True, False, False]] * 2)
+    assert torch.equal(layer(x, keep_first)[:, 1:], torch.zeros(2, 2, cfg.d_model))
+    wrong_length = r"_Masked: mask expected \"batch seq\": seq = 3 \(fixed by x\), got seq = 4"
+    with pytest.raises(tl.ShapeError, match=wrong_length):
+        layer(x, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(tl.ShapeError, match=r"mask expected .*bool|mask expected Bool"):
+        layer(x, torch.ones(2, 3))

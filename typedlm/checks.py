@@ -27,6 +27,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import types
 import typing
 from collections.abc import Callable, Iterator
 from types import CodeType, ModuleType
@@ -114,6 +115,8 @@ class Param:
     default: object
     keyword_only: bool = False
     positional_only: bool = False
+    optional: bool = False
+    """Its annotation allows None (``Bool[Tensor, "batch seq"] | None``): a None passes unchecked."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,7 @@ class CallSignature:
                 p.default,
                 keyword_only=p.kind == p.KEYWORD_ONLY,
                 positional_only=p.kind == p.POSITIONAL_ONLY,
+                optional=_allows_none(hints.get(p.name, _EMPTY)),
             )
             for p in parameters
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
@@ -152,6 +156,11 @@ class CallSignature:
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
         return self.params[0].specs if self.params else ()
+
+
+def _allows_none(hint: object) -> bool:
+    """Whether ``hint`` is a Union with None in it (``X | None``, ``Optional[X]``)."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
 
 
 def _match_any(
@@ -194,6 +203,8 @@ def check_arguments(
         else:
             continue  # Python itself reports the missing argument when the call runs
         if param.specs:
+            if value is None and param.optional:
+                continue
             if not isinstance(value, Tensor):
                 raise ShapeError(
                     f"{where}: {param.name} expected a tensor {param.specs[0].quoted}, got {type(value).__name__}"
