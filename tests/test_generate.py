@@ -4,9 +4,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 import typedlm as tl
 from typedlm.generate import default_eot_token, generate_tokens, stream_tokens
+from typedlm.shapes import Logits, TokenIds
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +38,7 @@ def test_kv_cache_decoding_gives_the_tokens_of_recompute_decoding(model: tl.mode
     assert torch.equal(cached, _argmax_reference(model, prompt, 40, cfg.seq_len))
 
 
-def _argmax_reference(model: tl.models.GPT2, ids: torch.Tensor, new: int, seq_len: int) -> torch.Tensor:
+def _argmax_reference(model: tl.Layer[TokenIds, Logits], ids: torch.Tensor, new: int, seq_len: int) -> torch.Tensor:
     """The plainest decoder: recompute the last ``seq_len`` ids, append the argmax, repeat."""
     with torch.no_grad():
         for _ in range(new):
@@ -144,3 +147,47 @@ def test_bad_requests_are_refused_before_decoding(model: tl.models.GPT2, cfg: tl
         generate_tokens(model, prompt[:, :0], 5)
     with pytest.raises(tl.ShapeError, match="ids"):
         generate_tokens(model, prompt[0], 5)
+
+
+def test_a_chain_of_layers_decodes_with_the_kv_cache_like_gpt2(cfg: tl.CausalConfig) -> None:
+    """A ``>>`` model from token ids to logits is a model `generate` decodes, with a KV cache: its tokens
+    equal the plain recompute decoder's, and GPT2's with the same weights."""
+    embed, pos, norm, head = (
+        tl.nn.TokenEmbedding(cfg),
+        tl.nn.PositionalEmbedding(cfg),
+        tl.nn.LayerNorm(cfg),
+        tl.nn.LMHead(cfg),
+    )
+    blocks = tl.nn.Stack([tl.nn.TransformerBlock(cfg, index=i) for i in range(cfg.layers)])
+    chain = (embed >> pos >> blocks >> norm >> head).eval()
+    prompt = _prompt(cfg, 2, 5)
+    calls: list[int] = []
+    chain.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[1]))
+    cached = generate_tokens(chain, prompt, 12, greedy=True)
+    assert calls[0] == 5 and set(calls[1:]) == {1}  # one full window, then one new token per step: cached
+    assert torch.equal(cached, _argmax_reference(chain, prompt, 12, cfg.seq_len))
+    sampled = generate_tokens(chain, prompt, 12, top_k=5, seed=7)
+    assert torch.equal(sampled, generate_tokens(chain, prompt, 12, top_k=5, seed=7, kv_cache=False))
+    gpt2 = tl.models.GPT2(cfg).eval()
+    gpt2.embed.load_state_dict(embed.state_dict())
+    gpt2.transformer.pos.load_state_dict(pos.state_dict())
+    gpt2.transformer.blocks.load_state_dict(blocks.state_dict())
+    gpt2.transformer.ln_f.load_state_dict(norm.state_dict())
+    gpt2.transformer.head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    assert torch.equal(cached, generate_tokens(gpt2, prompt, 12, greedy=True))
+
+
+def test_a_model_without_start_pos_decodes_by_recomputing_its_window(cfg: tl.CausalConfig) -> None:
+    class NoPositions(tl.Layer[tl.shapes.TokenIds, tl.shapes.Logits]):
+        """A user's model whose forward takes ids only."""
+
+        def __init__(self, cfg: tl.CausalConfig) -> None:
+            super().__init__(cfg)
+            self.inner = tl.models.GPT2(cfg, seed=1)
+
+        def forward(self, ids: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
+            return self.inner(ids)
+
+    model = NoPositions(cfg).eval()
+    prompt = _prompt(cfg, 1, 4)
+    assert torch.equal(generate_tokens(model, prompt, 6, greedy=True), _argmax_reference(model, prompt, 6, cfg.seq_len))

@@ -1,4 +1,9 @@
-"""Decoding: extend prompts token by token with a `GPT2`, reusing keys and values through its KV cache.
+"""Decoding: extend prompts token by token with a causal model, reusing keys and values through a KV cache.
+
+The model is any ``Layer[TokenIds, Logits]``: `typedlm.models.GPT2`, a ``>>`` chain from token ids to
+logits, or a user's own. One whose forward takes ``start_pos`` and whose attention layers can hold a
+cache (a ``cache`` attribute, as `typedlm.nn.CausalSelfAttention`) decodes with the cache (the model's
+own ``kv_cache(batch)`` context when it has one); any other recomputes its window at every step.
 
 `stream_tokens` yields one ``(batch,)`` tensor of ids per step; `generate_tokens` collects them after the
 prompt. Each next token comes from `typedlm.sampling.sample_next` (greedy, temperature, top-k, top-p).
@@ -18,6 +23,7 @@ end token otherwise.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Literal
 
@@ -27,8 +33,10 @@ from torch import Tensor
 
 from typedlm.checks import checked
 from typedlm.errors import ConfigError, ShapeError
-from typedlm.models import GPT2
+from typedlm.kv_cache import AttentionCache, attached_kv_cache, cacheable_attention
+from typedlm.layer import Layer
 from typedlm.sampling import check_sampling, sample_next
+from typedlm.shapes import Logits, TokenIds
 from typedlm.token_ids import ids_validated
 
 __all__ = ["GPT2_EOT", "default_eot_token", "generate_tokens", "stream_tokens"]
@@ -52,7 +60,7 @@ def _resolve_eot(eot_token: EotToken, vocab: int) -> int | None:
     return eot_token
 
 
-def _check_request(model: GPT2, ids: Tensor, max_new_tokens: int) -> None:
+def _check_request(model: CausalModel, ids: Tensor, max_new_tokens: int) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r}: must be an int >= 0")
     if ids.shape[0] == 0 or ids.shape[1] == 0:
@@ -66,9 +74,28 @@ def _check_request(model: GPT2, ids: Tensor, max_new_tokens: int) -> None:
         )
 
 
+CausalModel = Layer[TokenIds, Logits]
+"""What decodes: token ids ``(batch, seq)`` to logits ``(batch, seq, vocab)``, sized by its ``cfg``."""
+
+
+@contextlib.contextmanager
+def _kv_cache(model: CausalModel, batch: int) -> Iterator[list[AttentionCache]]:
+    """A KV cache for ``model``'s attention layers; empty (recompute decoding) when it cannot use one."""
+    if "start_pos" not in inspect.signature(model.forward).parameters:
+        yield []  # it cannot be told which positions a single new token is at
+        return
+    own = getattr(model, "kv_cache", None)
+    if callable(own):  # the model's own context (GPT2's checks start_pos against the cache)
+        with own(batch):
+            yield [vars(m)["cache"] for m in cacheable_attention(model)]
+        return
+    with attached_kv_cache(model, model.cfg, batch) as caches:
+        yield caches
+
+
 @checked
 def stream_tokens(
-    model: GPT2,
+    model: CausalModel,
     ids: Int[Tensor, "batch seq"],
     max_new_tokens: int,
     *,
@@ -96,7 +123,7 @@ def stream_tokens(
 
 
 def _decode(
-    model: GPT2,
+    model: CausalModel,
     prompt: Tensor,
     max_new_tokens: int,
     temperature: float,
@@ -114,13 +141,15 @@ def _decode(
     was_training = model.training
     model.eval()
     try:
-        with model.kv_cache(prompt.shape[0]) if kv_cache else contextlib.nullcontext():
+        with _kv_cache(model, prompt.shape[0]) if kv_cache else contextlib.nullcontext(None) as caches:
+            cached = bool(caches)
             for step in range(max_new_tokens):
                 with torch.inference_mode(), ids_validated():  # the prompt was checked; samples are in range
-                    if step == 0 or not kv_cache or window.shape[1] > seq_len:
+                    if step == 0 or not cached or window.shape[1] > seq_len:
                         window = window[:, -seq_len:]
-                        model.rewind_kv_cache(0)
-                        logits = model(window, 0)[:, -1]  # the whole window, at positions 0..seq-1
+                        for cache in caches or ():
+                            cache.rewind(0)
+                        logits = model(window)[:, -1]  # the whole window, at positions 0..seq-1
                     else:  # only the newest token; the cache holds the keys and values of the others
                         logits = model(window[:, -1:], window.shape[1] - 1)[:, -1]
                     token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
@@ -137,7 +166,7 @@ def _decode(
 
 @checked
 def generate_tokens(
-    model: GPT2,
+    model: CausalModel,
     ids: Int[Tensor, "batch seq"],
     max_new_tokens: int,
     *,

@@ -1,10 +1,17 @@
-"""Key/value cache for incremental decoding: an attention layer keeps the keys and values it has computed."""
+"""Key/value cache for incremental decoding: an attention layer keeps the keys and values it has computed.
 
+An attention layer takes part by holding a ``cache`` attribute (None, or an `AttentionCache` while one is
+attached), as `typedlm.nn.CausalSelfAttention` does; `attached_kv_cache` gives every such layer of any
+model a cache for the length of a ``with`` block.
+"""
+
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 from typedlm.config import CausalConfig
 from typedlm.errors import ShapeError
@@ -57,3 +64,26 @@ class AttentionCache:
         self.values[:, :, start:end] = v
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+def cacheable_attention(model: nn.Module) -> list[nn.Module]:
+    """Every layer of ``model`` that keeps its keys and values in ``.cache`` when a cache is attached."""
+    return [m for m in model.modules() if "cache" in vars(m) and isinstance(vars(m)["cache"], AttentionCache | None)]
+
+
+@contextlib.contextmanager
+def attached_kv_cache(model: nn.Module, cfg: CausalConfig, batch: int) -> Iterator[list[AttentionCache]]:
+    """Within the block, every cacheable attention layer of ``model`` caches keys and values for ``batch``
+    sequences of up to ``cfg.seq_len`` positions; yields the caches (empty if the model has no such layer)."""
+    layers = cacheable_attention(model)
+    if any(vars(layer)["cache"] is not None for layer in layers):
+        raise RuntimeError(f"{type(model).__name__}: a KV cache is already active on this model")
+    weight = next(model.parameters())
+    caches = [AttentionCache.empty(cfg, batch, dtype=weight.dtype, device=weight.device) for _ in layers]
+    for layer, cache in zip(layers, caches, strict=True):
+        vars(layer)["cache"] = cache  # a plain attribute of the layer (not a submodule or a buffer)
+    try:
+        yield caches
+    finally:
+        for layer in layers:
+            vars(layer)["cache"] = None

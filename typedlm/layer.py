@@ -10,6 +10,7 @@ accepts only layers of type ``Layer[S, S]``. The same promise is checked three m
 - on calls, by `typedlm.checks`.
 """
 
+import inspect
 import itertools
 import typing
 from collections.abc import Iterator, Sequence
@@ -135,12 +136,13 @@ class _Sequence(Layer[In, Out]):
             env = env.merged(right.dim_env, left.describe(), right.describe())
         self.dim_env = env
         self.layers = nn.ModuleList(layers)
+        self._takes_start_pos = [_takes_start_pos(layer) for layer in layers]
         first, last = layers[0]._typedlm_signature, layers[-1]._typedlm_signature
         self._typedlm_signature = type(self)._typedlm_signature.with_io(first.input_specs, last.result)
 
-    def _apply_in_order(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
+    def _apply_in_order(self, x: Tensor, start_pos: int = 0) -> Tensor:
+        for layer, takes_start_pos in zip(self.layers, self._takes_start_pos, strict=True):
+            x = layer(x, start_pos) if takes_start_pos else layer(x)
         return x
 
     def __len__(self) -> int:
@@ -153,8 +155,17 @@ class _Sequence(Layer[In, Out]):
         return typing.cast(Layer[Any, Any], self.layers[index])
 
 
+def _takes_start_pos(layer: Layer[Any, Any]) -> bool:
+    """Whether ``layer.forward`` reads positions from a ``start_pos`` (a positional embedding, a model)."""
+    return "start_pos" in inspect.signature(layer.forward).parameters
+
+
 class Chain(_Sequence[In, Out]):
-    """``a >> b >> c``: a model-level composition (checked at entry and exit in every mode but off)."""
+    """``a >> b >> c``: a model-level composition (checked at entry and exit in every mode but off).
+
+    ``start_pos`` is passed on to the layers that take one, so a chain from token ids to logits decodes
+    with a KV cache like `typedlm.models.GPT2` (`typedlm.generate`).
+    """
 
     boundary = True
 
@@ -164,8 +175,8 @@ class Chain(_Sequence[In, Out]):
             flat.extend(layer if isinstance(layer, Chain) else [layer])
         super().__init__(flat, label="Chain")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._apply_in_order(x)
+    def forward(self, x: Tensor, start_pos: int = 0) -> Tensor:
+        return self._apply_in_order(x, start_pos)
 
     def describe(self) -> str:
         return " >> ".join(layer.describe() for layer in self)

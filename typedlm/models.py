@@ -12,7 +12,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from typedlm.config import CausalConfig
-from typedlm.kv_cache import AttentionCache
+from typedlm.kv_cache import AttentionCache, attached_kv_cache
 from typedlm.layer import Layer
 from typedlm.nn import (
     LayerNorm,
@@ -109,19 +109,12 @@ class GPT2(Layer[TokenIds, Logits]):
     @contextlib.contextmanager
     def kv_cache(self, batch: int) -> Iterator[None]:
         """Within the block, attention layers cache keys and values for ``batch`` sequences."""
-        if self._caches:
-            raise RuntimeError("GPT2.kv_cache: a KV cache is already active on this model")
-        weight = self.embed.weight
-        attentions = [block.attn for block in self.transformer.blocks if isinstance(block, TransformerBlock)]
-        for attention in attentions:
-            attention.cache = AttentionCache.empty(self.cfg, batch, dtype=weight.dtype, device=weight.device)
-            self._caches.append(attention.cache)
-        try:
-            yield
-        finally:
-            for attention in attentions:
-                attention.cache = None
-            self._caches.clear()
+        with attached_kv_cache(self, self.cfg, batch) as caches:
+            self._caches = caches
+            try:
+                yield
+            finally:
+                self._caches = []
 
     def generate(
         self,
