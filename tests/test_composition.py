@@ -89,3 +89,12 @@ def test_a_class_without_shape_annotations_is_refused() -> None:
 def test_layers_require_a_config() -> None:
     with pytest.raises(tl.ConfigError, match=r"LayerNorm\(cfg\): cfg must be a CausalConfig, got dict"):
         tl.nn.LayerNorm({"d_model": 64})  # type: ignore[arg-type]  # the wrong type is the point
+
+
+def test_logits_are_not_one_hot_rows_though_their_dims_agree(cfg: tl.CausalConfig) -> None:
+    """`Logits` and `OneHot` are both "batch seq vocab"; their tags tell them apart when a model is built
+    (and to mypy: tests/typing_cases/reject_logits_as_one_hot.py)."""
+    with pytest.raises(tl.ShapeError, match=r"LMHead gives logits 'batch seq vocab' but OneHotEmbedding takes one-hot"):
+        tl.nn.LMHead(cfg) >> tl.nn.OneHotEmbedding(cfg)  # type: ignore[operator]  # mypy refuses it too: the point
+    model = tl.nn.OneHotEmbedding(cfg) >> tl.nn.LayerNorm(cfg) >> tl.nn.LMHead(cfg)  # one-hot rows in: fine
+    assert model(torch.eye(cfg.vocab)[None, :3]).shape == (1, 3, cfg.vocab)

@@ -22,7 +22,7 @@ from typedlm.checks import CallSignature, check_mode_variable, install_layer_che
 from typedlm.config import CausalConfig
 from typedlm.dims import DimEnv, TensorSpec
 from typedlm.errors import ConfigError, ShapeError
-from typedlm.shapes import literal_dims
+from typedlm.shapes import literal_dims, literal_tag
 
 In = TypeVar("In", bound=str)
 Out = TypeVar("Out", bound=str)
@@ -30,16 +30,32 @@ Next = TypeVar("Next", bound=str)
 S = TypeVar("S", bound=str)
 
 
-def declared_io(cls: type) -> tuple[str, str] | None:
-    """The dimension strings of the nearest ``Layer[In, Out]`` base of ``cls``; None while still generic."""
+def _declared_types(cls: type) -> tuple[object, object] | None:
+    """``(In, Out)`` of the nearest ``Layer[In, Out]`` base of ``cls``."""
     for klass in cls.__mro__:
         for base in klass.__dict__.get("__orig_bases__", ()):
             origin = typing.get_origin(base)
             if isinstance(origin, type) and issubclass(origin, Layer):
                 first, second = typing.get_args(base)
-                dims_in, dims_out = literal_dims(first), literal_dims(second)
-                return (dims_in, dims_out) if dims_in is not None and dims_out is not None else None
+                return first, second
     return None
+
+
+def declared_io(cls: type) -> tuple[str, str] | None:
+    """The dimension strings of the nearest ``Layer[In, Out]`` base of ``cls``; None while still generic."""
+    types = _declared_types(cls)
+    if types is None:
+        return None
+    dims_in, dims_out = literal_dims(types[0]), literal_dims(types[1])
+    return (dims_in, dims_out) if dims_in is not None and dims_out is not None else None
+
+
+def _io_tags(layer: "Layer[Any, Any]") -> tuple[str | None, str | None]:
+    """The tags of what ``layer`` takes and gives (``"logits"`` for `Logits`), where its shapes have one."""
+    if isinstance(layer, _Sequence):
+        return _io_tags(layer[0])[0], _io_tags(layer[-1])[1]
+    types = _declared_types(type(layer))
+    return (literal_tag(types[0]), literal_tag(types[1])) if types is not None else (None, None)
 
 
 def _dims_text(specs: tuple[TensorSpec, ...]) -> set[str]:
@@ -120,6 +136,12 @@ def _check_meets(left: Layer[Any, Any], right: Layer[Any, Any]) -> None:
         raise ShapeError(
             f"cannot compose {left.describe()} >> {right.describe()}: {left.describe()} gives "
             f"{' | '.join(sorted(produced))!r} but {right.describe()} takes {' | '.join(sorted(accepted))!r}"
+        )
+    gives, takes = _io_tags(left)[1], _io_tags(right)[0]
+    if gives is not None and takes is not None and gives != takes:
+        raise ShapeError(
+            f"cannot compose {left.describe()} >> {right.describe()}: {left.describe()} gives {gives} "
+            f"{' | '.join(sorted(produced))!r} but {right.describe()} takes {takes} (same dims, another meaning)"
         )
 
 

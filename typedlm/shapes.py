@@ -1,7 +1,9 @@
 """Shape aliases: each is a jaxtyping dimension string, usable as a type parameter of `Layer[In, Out]`.
 
 The same string annotates the forward (``Float[Tensor, "batch seq d_model"]``), types the layer for
-mypy (``Layer[Embedded, Logits]``) and, resolved with a config, gives concrete sizes.
+mypy (``Layer[Embedded, Logits]``) and, resolved with a config, gives concrete sizes. Two shapes with the
+same dims that mean different things carry a second literal, a tag (``Literal["batch seq vocab",
+"logits"]``): mypy tells them apart, and so does ``>>`` when a model is built.
 """
 
 import typing
@@ -9,11 +11,11 @@ from typing import Literal
 
 TokenIds = Literal["batch seq"]
 """``(batch, seq)`` integer token ids."""
-OneHot = Literal["batch seq vocab"]
+OneHot = Literal["batch seq vocab", "one-hot"]
 """``(batch, seq, vocab)`` float one-hot rows."""
 Embedded = Literal["batch seq d_model"]
 """``(batch, seq, d_model)`` residual stream."""
-Logits = Literal["batch seq vocab"]
+Logits = Literal["batch seq vocab", "logits"]
 """``(batch, seq, vocab)`` unnormalised next-token scores."""
 
 CONFIG_DIMS: tuple[str, ...] = ("vocab", "d_model", "heads", "head_dim", "ffn")
@@ -25,7 +27,14 @@ FREE_DIMS: tuple[str, ...] = ("batch", "seq")
 def literal_dims(shape_type: object) -> str | None:
     """The dimension string of a shape alias such as `Embedded`, or None if it is not one."""
     if typing.get_origin(shape_type) is Literal:
-        (value,) = typing.get_args(shape_type)
-        if isinstance(value, str):
-            return value
+        args = typing.get_args(shape_type)
+        if len(args) in (1, 2) and all(isinstance(arg, str) for arg in args):
+            return str(args[0])
+    return None
+
+
+def literal_tag(shape_type: object) -> str | None:
+    """The tag of a shape alias (``"logits"`` for `Logits`), or None if it has none."""
+    if literal_dims(shape_type) is not None and len(args := typing.get_args(shape_type)) == 2:
+        return str(args[1])
     return None
