@@ -1,6 +1,6 @@
 """Training-step throughput: typedlm (checks full), typedlm (checks off) and Hugging Face GPT-2, one table.
 
-One step is what `typedlm.train.train` does per optimizer step: forward, cross-entropy, backward,
+One step is what `typedlm.training.train` does per optimizer step: forward, cross-entropy, backward,
 gradient clipping, AdamW step (weight decay on >= 2-D weights, fused on CUDA) and ``zero_grad``, on
 random token batches. The Hugging Face peer is ``transformers.GPT2LMHeadModel`` with
 ``attn_implementation="sdpa"`` at the same sizes (no dropout, tied head, tanh GELU) and the same loss.
@@ -31,9 +31,8 @@ import torch
 from torch import Tensor, nn
 
 import typedlm as tl
-from typedlm.device import autocast_dtype, resolve_device
-from typedlm.presets import get_preset
-from typedlm.train import TrainConfig, configure_optimizer
+from typedlm.training import TrainConfig, configure_optimizer, get_preset, resolve_device
+from typedlm.training.device import autocast_dtype
 
 Step = Callable[[Tensor, Tensor], float]
 
@@ -124,7 +123,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 1024, reps
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="cpu", help="model sizes from typedlm.presets (default: cpu)")
+    p.add_argument("--preset", default="cpu", help="model sizes from typedlm.training.presets (default: cpu)")
     p.add_argument("--vocab", type=int, default=256, help="vocabulary (default: 256, bytes)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])

@@ -17,11 +17,11 @@ import torch
 
 import typedlm as tl
 from typedlm.card import algorithm_card, algorithm_card_full
-from typedlm.presets import PRESETS
+from typedlm.training import PRESETS
 
 LARGER = {"gpt2-medium": tl.CausalConfig.gpt2_medium, "gpt2-large": tl.CausalConfig.gpt2_large,
           "gpt2-xl": tl.CausalConfig.gpt2_xl}  # fmt: skip
-"""GPT-2 sizes beyond the training presets of `typedlm.presets`."""
+"""GPT-2 sizes beyond the training presets of `typedlm.training.presets`."""
 
 
 def preset_config(name: str, vocab: int | None, *, untied: bool) -> tl.CausalConfig:

@@ -3,7 +3,7 @@
     python -m examples.char_gpt2                         # 6 blocks × 6 heads, d_model 288, 2048 steps
     python -m examples.char_gpt2 --num-steps 200 --num-blocks 2 --embedding-dim 96
 
-Text → `CharTokenizer` (its alphabet is the corpus's characters) → train/val split → `typedlm.train.train`
+Text → `CharTokenizer` (its alphabet is the corpus's characters) → train/val split → `typedlm.training.train`
 → a sample before and after training, and the validation loss.
 """
 
@@ -20,13 +20,10 @@ import numpy as np
 import torch
 
 import typedlm as tl
-from typedlm.batches import Tokens, split_tokens
 from typedlm.cli import ArgumentParser, renamed_field, run_main
-from typedlm.corpus import load_corpus
-from typedlm.device import resolve_device
-from typedlm.preflight import check_environment, check_input_file, check_memory
 from typedlm.tokenizers import CharTokenizer
-from typedlm.train import TrainConfig, TrainingInterrupted, train
+from typedlm.training import Tokens, TrainConfig, TrainingInterrupted, load_corpus, resolve_device, split_tokens, train
+from typedlm.training.preflight import check_environment, check_input_file, check_memory
 
 
 def build_parser() -> argparse.ArgumentParser:

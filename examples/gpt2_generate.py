@@ -24,10 +24,10 @@ import torch
 
 import typedlm as tl
 from typedlm.cli import ArgumentParser, run_main
-from typedlm.device import DEVICES, resolve_device
 from typedlm.hf import load_gpt2
-from typedlm.preflight import check_environment, check_input_file
 from typedlm.tokenizers import GPT2BPE, gpt2_files
+from typedlm.training.device import DEVICES, resolve_device
+from typedlm.training.preflight import check_environment, check_input_file
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

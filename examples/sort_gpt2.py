@@ -30,8 +30,8 @@ from torch import Tensor
 import typedlm as tl
 from typedlm.attention_maps import capture_attention
 from typedlm.cli import ArgumentParser, renamed_field, run_main
-from typedlm.preflight import check_environment, check_input_file, check_memory, check_output_dir
-from typedlm.train import TrainConfig, configure_optimizer, lr_at
+from typedlm.training import TrainConfig, configure_optimizer, lr_at
+from typedlm.training.preflight import check_environment, check_input_file, check_memory, check_output_dir
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node=2 -m examples.text_gpt2 --device cpu --out out/ddp  # data parallel (gloo)
 
 Text → tokenizer (bytes by default; GPT-2 BPE with --bpe-vocab/--bpe-merges, optionally projected onto
-a --local-vocab) → token array → train/val split → `typedlm.train.train` → samples. The model is
+a --local-vocab) → token array → train/val split → `typedlm.training.train` → samples. The model is
 `typedlm.models.GPT2` and the loss `typedlm.losses.next_token_cross_entropy`, shape-checked at runtime in
 the default mode (TYPEDLM_CHECKS). Everything is written to --out: checkpoint/, loss.png, trainlog.json.
 """
@@ -25,16 +25,32 @@ import torch
 
 import typedlm as tl
 from typedlm import tokenizers
-from typedlm.batches import Tokens, check_windows, split_tokens
-from typedlm.checkpoint import find_checkpoint
 from typedlm.cli import ArgumentParser, renamed_field, run_main
-from typedlm.corpus import Corpus, load_corpus
-from typedlm.device import DTYPES, autocast_dtype, resolve_device
-from typedlm.distributed import destroy_process_group, dist_info_from_env
-from typedlm.preflight import check_environment, check_input_file, check_log_file, check_memory, check_output_dir
-from typedlm.presets import PRESETS, get_preset
-from typedlm.run_dir import check_run_dir
-from typedlm.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
+from typedlm.training import (
+    PRESETS,
+    Corpus,
+    Tokens,
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    check_run_dir,
+    find_checkpoint,
+    get_preset,
+    load_corpus,
+    resolve_device,
+    split_tokens,
+    train,
+)
+from typedlm.training.batches import check_windows
+from typedlm.training.device import DTYPES, autocast_dtype
+from typedlm.training.distributed import destroy_process_group, dist_info_from_env
+from typedlm.training.preflight import (
+    check_environment,
+    check_input_file,
+    check_log_file,
+    check_memory,
+    check_output_dir,
+)
 
 SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
 TRAIN_FLAGS = (

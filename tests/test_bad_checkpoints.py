@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import typedlm as tl
-from typedlm.checkpoint import (
+from typedlm.errors import DataFileError
+from typedlm.training.checkpoint import (
     CHECKPOINT_FORMAT,
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -39,9 +40,8 @@ from typedlm.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from typedlm.errors import DataFileError
-from typedlm.train import TrainConfig, configure_optimizer, train
-from typedlm.trainlog import EvalRecord, StepRecord, ThroughputRecord, TrainLog
+from typedlm.training.trainer import TrainConfig, configure_optimizer, train
+from typedlm.training.trainlog import EvalRecord, StepRecord, ThroughputRecord, TrainLog
 
 CFG = tl.CausalConfig(batch=2, seq_len=8, vocab=16, heads=2, head_dim=4, ffn_hidden=16, layers=1, seed_stride=1)
 TC = TrainConfig(steps=5, warmup_steps=1, eval_batches=1, device="cpu", progress=False)
@@ -74,7 +74,7 @@ def _log() -> TrainLog:
 
 
 def _state(step: int) -> dict[str, Any]:
-    """What train.py's checkpoints hold besides the optimizer and the checksums."""
+    """What the trainer's checkpoints hold besides the optimizer and the checksums."""
     return {
         "step": step,
         "config": CFG.to_dict(),
@@ -423,7 +423,7 @@ def test_an_overflowing_sum_is_not_mistaken_for_infinite_weights(pristine: Path,
 
 
 def test_the_trainer_writes_every_trainer_field(tmp_path: Path) -> None:
-    """TRAINER_FIELDS is what train.py writes, and its checkpoints pass every check."""
+    """TRAINER_FIELDS is what the trainer (typedlm/training/trainer.py) writes, and its checkpoints pass every check."""
     tokens = (np.arange(400) % CFG.vocab).astype(np.uint16)
     tc = dataclasses.replace(TC, steps=1)
     train(_model(), CFG, tokens[:300], tokens[300:], tc, out_dir=tmp_path)

@@ -29,11 +29,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from typedlm.corpus import MIN_CORPUS_BYTES, CorpusError, load_corpus
 from typedlm.errors import DataFileError, TypedLMError
 from typedlm.tokenizers import GPT2BPE, gpt2_files
 from typedlm.tokenizers.bpe_files import MAX_FILE_BYTES, BPEVocabulary, read_bpe_vocabulary
 from typedlm.tokenizers.byte_level import BYTE_TO_CHAR
+from typedlm.training.corpus import MIN_CORPUS_BYTES, CorpusError, load_corpus
 
 GPT2_VOCAB_PATH, GPT2_MERGES_PATH = gpt2_files()
 GPT2_VOCAB_TEXT = GPT2_VOCAB_PATH.read_text(encoding="utf-8")

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 import typedlm as tl
-from typedlm import preflight
 from typedlm.atomic import write_text_atomic
-from typedlm.checkpoint import save_checkpoint
 from typedlm.errors import NonFiniteError, TypedLMError
 from typedlm.sampling import sample_next
 from typedlm.token_ids import check_token_ids, ids_validated
-from typedlm.train import TrainConfig, train
-from typedlm.trainlog import StepRecord, TrainLog
+from typedlm.training import preflight
+from typedlm.training.checkpoint import save_checkpoint
+from typedlm.training.trainer import TrainConfig, train
+from typedlm.training.trainlog import StepRecord, TrainLog
 
 CFG = tl.CausalConfig(batch=2, seq_len=8, vocab=16, heads=2, head_dim=4, ffn_hidden=16, layers=1)
 TC = TrainConfig(steps=2, warmup_steps=0, eval_every=0, eval_batches=1, progress=False)

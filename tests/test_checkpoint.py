@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from typedlm.checkpoint import (
+from typedlm.errors import ConfigError
+from typedlm.training.checkpoint import (
     MODEL_FILE,
     OPTIMIZER_FILE,
     STATE_FILE,
@@ -24,8 +25,7 @@ from typedlm.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from typedlm.errors import ConfigError
-from typedlm.run_dir import check_run_dir
+from typedlm.training.run_dir import check_run_dir
 
 
 class Tied(nn.Module):

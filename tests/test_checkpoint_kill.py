@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from typedlm.checkpoint import find_checkpoint, read_state
+from typedlm.training.checkpoint import find_checkpoint, read_state
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = [

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from typedlm.batches import TRAIN_STREAM, VAL_STREAM, check_windows, sample_batch, split_tokens
-from typedlm.corpus import DEFAULT_CORPUS_NAME, MIN_CORPUS_BYTES, CorpusError, default_corpus_text, load_corpus
 from typedlm.errors import ConfigError
+from typedlm.training.batches import TRAIN_STREAM, VAL_STREAM, check_windows, sample_batch, split_tokens
+from typedlm.training.corpus import DEFAULT_CORPUS_NAME, MIN_CORPUS_BYTES, CorpusError, default_corpus_text, load_corpus
 
 
 def test_embedded_corpus_is_the_recorded_shakespeare() -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from examples import text_gpt2
-from typedlm.checkpoint import find_checkpoint, load_checkpoint
 from typedlm.tokenizers import gpt2_files
+from typedlm.training.checkpoint import find_checkpoint, load_checkpoint
 
 TINY = [
     "--preset",
@@ -200,8 +200,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_ctrl_c_exits_130_with_the_log_written_and_no_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typedlm.train import TrainingInterrupted
-    from typedlm.trainlog import TrainLog
+    from typedlm.training.trainer import TrainingInterrupted
+    from typedlm.training.trainlog import TrainLog
 
     def interrupted(*args: object, **kwargs: object) -> TrainLog:
         log = TrainLog(config={}, train={}, device="cpu", dtype="float32", world_size=1, data={}, status="interrupted")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from typedlm.device import DeviceError, autocast_dtype, resolve_device
 from typedlm.errors import ConfigError
+from typedlm.training.device import DeviceError, autocast_dtype, resolve_device
 
 
 def test_auto_is_cpu_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +56,7 @@ def test_bf16_autocast_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_adamw_is_fused_for_cuda_only() -> None:
     import typedlm as tl
-    from typedlm.train import TrainConfig, configure_optimizer
+    from typedlm.training.trainer import TrainConfig, configure_optimizer
 
     cfg = tl.CausalConfig(batch=2, seq_len=8, vocab=16, heads=2, head_dim=4, ffn_hidden=16, layers=1)
     model = tl.models.GPT2(cfg)
@@ -65,7 +65,7 @@ def test_adamw_is_fused_for_cuda_only() -> None:
 
 
 def test_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from typedlm.distributed import DistInfo, dist_info_from_env, mean_across_ranks
+    from typedlm.training.distributed import DistInfo, dist_info_from_env, mean_across_ranks
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -19,13 +19,20 @@ import pytest
 import torch
 
 import typedlm as tl
-from typedlm import plots
-from typedlm.batches import split_tokens
-from typedlm.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
-from typedlm.corpus import default_corpus_text
-from typedlm.run_dir import check_run_dir, run_lock
-from typedlm.train import TrainConfig, TrainingDiverged, TrainingInterrupted, configure_optimizer, lr_at, train
-from typedlm.trainlog import TrainLog
+from typedlm.training import plots
+from typedlm.training.batches import split_tokens
+from typedlm.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
+from typedlm.training.corpus import default_corpus_text
+from typedlm.training.run_dir import check_run_dir, run_lock
+from typedlm.training.trainer import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    configure_optimizer,
+    lr_at,
+    train,
+)
+from typedlm.training.trainlog import TrainLog
 
 CFG = tl.CausalConfig(batch=4, seq_len=16, vocab=128, heads=2, head_dim=8, ffn_hidden=32, layers=1)
 TC = TrainConfig(
@@ -251,7 +258,11 @@ def test_a_second_run_on_a_locked_directory_stops_at_once_naming_the_holder(tmp_
         with pytest.raises(tl.ConfigError, match=rf"in use by another run \(pid {os.getpid()}\)"):
             _run(dataclasses.replace(TC, steps=2), out_dir=tmp_path)
         other = subprocess.run(
-            [sys.executable, "-c", f"from typedlm.run_dir import run_lock\nwith run_lock({str(tmp_path)!r}): pass"],
+            [
+                sys.executable,
+                "-c",
+                f"from typedlm.training.run_dir import run_lock\nwith run_lock({str(tmp_path)!r}): pass",
+            ],
             capture_output=True,
             text=True,
             check=False,

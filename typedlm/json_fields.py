@@ -1,8 +1,8 @@
 """Checking the fields of a parsed JSON document: each problem names its path, e.g. ``steps[3].loss``.
 
 Every check raises `FieldError` (field path + problem); the caller adds the file and turns it into its
-own error (`typedlm.trainlog` a `DataFileError`, `typedlm.checkpoint` a ``CheckpointError``). Values in
-messages are shown by `describe`: one short line, never a deep repr.
+own error (the training log a `DataFileError`, a checkpoint a ``CheckpointError``). Values in messages
+are shown by `describe`: one short line, never a deep repr.
 """
 
 from __future__ import annotations

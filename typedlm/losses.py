@@ -44,7 +44,7 @@ def next_token_cross_entropy(
     ``ids`` are the ids the model read, ``(batch, seq)``, and the shift is done here, so targets can
     neither be forgotten nor shifted twice (the last position has no next id and is not scored). To
     score every position, pass the ids the model read followed by one more id each, ``(batch, seq+1)``
-    (the windows of `typedlm.batches.sample_windows`, whose ``[:, :-1]`` the model read).
+    (the windows the trainer samples, ``sample_windows``, whose ``[:, :-1]`` the model read).
     """
     _check_targets(ids, logits, "next_token_cross_entropy: ids", ignore_index)
     targets = ids[:, 1:]

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from typedlm.atomic import write_atomic
-from typedlm.trainlog import TrainLog
+from typedlm.training.trainlog import TrainLog
 
 MISSING_MATPLOTLIB = (
     "loss curve not drawn: matplotlib is not installed (pip install 'typedlm[plots]'); "

@@ -67,7 +67,7 @@ from typedlm.json_fields import (
     list_field,
     str_field,
 )
-from typedlm.trainlog import TrainLog
+from typedlm.training.trainlog import TrainLog
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
 MODEL_FILE = "model.safetensors"

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from typedlm.checkpoint import find_checkpoint, partial_checkpoint, read_state
 from typedlm.errors import ConfigError
+from typedlm.training.checkpoint import find_checkpoint, partial_checkpoint, read_state
 
 if sys.platform != "win32":
     import fcntl

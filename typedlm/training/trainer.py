@@ -30,8 +30,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from typedlm import losses
-from typedlm.batches import VAL_STREAM, Tokens, check_windows, sample_windows
-from typedlm.checkpoint import (
+from typedlm.config import CausalConfig
+from typedlm.errors import ConfigError, ShapeError
+from typedlm.token_ids import ids_validated
+from typedlm.training.batches import VAL_STREAM, Tokens, check_windows, sample_windows
+from typedlm.training.checkpoint import (
     TRAINER_FIELDS,
     CheckpointError,
     find_checkpoint,
@@ -40,14 +43,11 @@ from typedlm.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from typedlm.config import CausalConfig
-from typedlm.device import DEVICES, DTYPES, autocast_dtype, resolve_device
-from typedlm.distributed import DistInfo, dist_info_from_env, init_process_group, mean_across_ranks
-from typedlm.errors import ConfigError, ShapeError
-from typedlm.plots import save_loss_curve
-from typedlm.run_dir import check_run_dir, run_lock
-from typedlm.token_ids import ids_validated
-from typedlm.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
+from typedlm.training.device import DEVICES, DTYPES, autocast_dtype, resolve_device
+from typedlm.training.distributed import DistInfo, dist_info_from_env, init_process_group, mean_across_ranks
+from typedlm.training.plots import save_loss_curve
+from typedlm.training.run_dir import check_run_dir, run_lock
+from typedlm.training.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
 
 RESUME_FIELDS = (
     "steps",
