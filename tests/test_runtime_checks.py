@@ -204,3 +204,39 @@ def test_an_optional_tensor_argument_may_be_none_and_is_checked_when_given(cfg: 
         layer(x, torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(tl.ShapeError, match=r"mask expected .*bool|mask expected Bool"):
         layer(x, torch.ones(2, 3))
+
+
+class _Bias(Layer[Embedded, Embedded]):
+    """Adds ``bias`` (broadcast over batch and seq) scaled by per-item ``scale`` of any leading shape."""
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch seq d_model"],
+        bias: Float[Tensor, "#batch #seq d_model"],
+        scale: Float[Tensor, "*lead"],
+        weights: Float[Tensor, "*lead 2"],
+    ) -> Float[Tensor, "batch seq d_model"]:
+        return x + bias * scale.sum() * weights.sum()
+
+
+def test_jaxtyping_variadic_broadcast_and_fixed_dims_are_checked(cfg: tl.CausalConfig) -> None:
+    layer, x = _Bias(cfg), torch.randn(2, 3, cfg.d_model)
+    assert layer(x, torch.randn(1, 1, cfg.d_model), torch.ones(4, 5), torch.ones(4, 5, 2)).shape == x.shape
+    assert layer(x, torch.randn(2, 3, cfg.d_model), torch.ones(()), torch.ones(2)).shape == x.shape
+    with pytest.raises(tl.ShapeError, match=r"bias expected .*: batch = 2 \(fixed by x\), got batch = 5"):
+        layer(x, torch.randn(5, 1, cfg.d_model), torch.ones(4), torch.ones(4, 2))
+    with pytest.raises(tl.ShapeError, match=r"weights expected \"\*lead 2\": \*lead = \(4, 5\) \(fixed by scale\)"):
+        layer(x, torch.randn(1, 1, cfg.d_model), torch.ones(4, 5), torch.ones(4, 6, 2))
+    with pytest.raises(tl.ShapeError, match=r"a dim of size 2, got 3"):
+        layer(x, torch.randn(1, 1, cfg.d_model), torch.ones(4), torch.ones(4, 3))
+
+
+@pytest.mark.parametrize("dims", ["batch=2 seq", "batch seq?", "batch $"])  # two variadics: jaxtyping refuses
+def test_a_dim_typedlm_cannot_check_is_refused_when_the_class_is_created(dims: str) -> None:
+    with pytest.raises(tl.ShapeError, match=r"is not supported \(a name, a size such as 3"):
+
+        class Odd(Layer[Embedded, Embedded]):
+            def forward(
+                self, x: Float[Tensor, "batch seq d_model"], y: Float[Tensor, dims]
+            ) -> Float[Tensor, "batch seq d_model"]:
+                return x

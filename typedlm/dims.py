@@ -6,6 +6,7 @@ per-call bindings of free dims. The matching code is plain Python over ``tensor.
 TorchDynamo can trace it: under ``torch.compile`` it runs once per compiled shape.
 """
 
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -84,7 +85,10 @@ class TensorSpec:
         dtypes = None
         if kind != "Shaped" and names:
             dtypes = frozenset(d for n in names if isinstance(d := getattr(torch, n, None), torch.dtype))
-        return cls(dim_str, tuple(dim_str.split()), _KIND_OF_CLASS.get(kind, kind), dtypes)
+        dims = tuple(dim_str.split())
+        for dim in dims:
+            _check_dim_syntax(dim, dim_str)
+        return cls(dim_str, dims, _KIND_OF_CLASS.get(kind, kind), dtypes)
 
     @property
     def quoted(self) -> str:
@@ -102,12 +106,29 @@ def specs_of(hint: object) -> tuple[TensorSpec, ...]:
     return ()
 
 
-Bindings = dict[str, tuple[int, str]]
-"""Free dims seen so far in one call: name -> (size, the argument that fixed it)."""
+Bindings = dict[str, tuple[Any, str]]
+"""Free dims seen so far in one call: name -> (size, the argument that fixed it); a variadic ``*name``
+-> (its sizes, the argument)."""
 
 
 def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+_EXPRESSION = re.compile(r"[\w\s+\-*/()]+")
+
+
+def _check_dim_syntax(dim: str, text: str) -> None:
+    """Refuse a dim token typedlm cannot check (when the annotation is read: at class creation)."""
+    name = dim.removeprefix("*").removeprefix("#")
+    if dim == "..." or dim.isdigit() or name.isidentifier():
+        return
+    if not dim.startswith(("*", "#")) and _EXPRESSION.fullmatch(dim) and any(c.isalpha() for c in dim):
+        return  # arithmetic over dims, such as seq+1 or 3*d_model
+    raise ShapeError(
+        f'"{text}": the dim {dim!r} is not supported (a name, a size such as 3, ..., *name, #name, or an '
+        "expression such as seq+1)"
+    )
 
 
 def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings) -> None:
@@ -117,19 +138,25 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
     if spec.dtypes is not None and value.dtype not in spec.dtypes:
         raise ShapeError(f"{head} as {spec.kind} tensor, got dtype {value.dtype} with shape {_shape_text(shape)}")
     dims = spec.dims
-    if "..." in dims:
-        cut = dims.index("...")
-        before, after = dims[:cut], dims[cut + 1 :]
+    variadic = next((i for i, d in enumerate(dims) if d == "..." or d.startswith("*")), None)
+    if variadic is not None:
+        before, after = dims[:variadic], dims[variadic + 1 :]
         if len(shape) < len(before) + len(after):
             raise ShapeError(f"{head}, got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(before, shape[: len(before)], strict=True))
         pairs += list(zip(after, shape[len(shape) - len(after) :], strict=True))
+        if dims[variadic] != "...":  # *name: the same sizes wherever it appears in one call
+            _bind_variadic(dims[variadic], tuple(shape[len(before) : len(shape) - len(after)]), head, arg, bindings)
     else:
         if len(shape) != len(dims):
             raise ShapeError(f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(dims, shape, strict=True))
     expressions: list[tuple[str, int]] = []
     for name, size in pairs:
+        if name.startswith("#"):  # broadcastable: 1, or the dim's size
+            if size == 1:
+                continue
+            name = name[1:]
         if name.isdigit():
             if size != int(name):
                 raise ShapeError(f"{head}: a dim of size {name}, got {size} in shape {_shape_text(shape)}")
@@ -163,10 +190,20 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
             raise ShapeError(f"{head}: {text} = {expected}, got {size} in shape {_shape_text(shape)}")
 
 
+def _bind_variadic(token: str, sizes: tuple[int, ...], head: str, arg: str, variadics: Bindings) -> None:
+    """``*name`` covers ``sizes`` here; one seen before in the call must cover the same sizes."""
+    key = token.lstrip("*#")
+    seen = variadics.get(token)
+    if seen is None:
+        variadics[token] = (sizes, arg)
+    elif seen[0] != sizes:
+        raise ShapeError(f"{head}: *{key} = {_shape_text(seen[0])} (fixed by {seen[1]}), got {_shape_text(sizes)}")
+
+
 def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str) -> int:
     """Value of a symbolic dim such as ``batch*seq`` from the sizes bound so far."""
     names: dict[str, int] = {k: b.size for k, b in env.sizes.items()}
-    names.update({k: size for k, (size, _) in bindings.items()})
+    names.update({k: size for k, (size, _) in bindings.items() if isinstance(size, int)})
     try:
         # ``text`` is a dimension expression from an annotation, never user data.
         value = eval(text, {"__builtins__": {}}, names)
