@@ -33,7 +33,7 @@ from torch import Tensor
 
 from typedlm.checks import checked
 from typedlm.errors import ConfigError, ShapeError
-from typedlm.kv_cache import AttentionCache, attached_kv_cache, cacheable_attention
+from typedlm.kv_cache import AttentionCache, attached_kv_cache
 from typedlm.layer import Layer
 from typedlm.sampling import check_sampling, sample_next
 from typedlm.shapes import Logits, TokenIds
@@ -86,8 +86,8 @@ def _kv_cache(model: CausalModel, batch: int) -> Iterator[list[AttentionCache]]:
         return
     own = getattr(model, "kv_cache", None)
     if callable(own):  # the model's own context (GPT2's checks start_pos against the cache)
-        with own(batch):
-            yield [vars(m)["cache"] for m in cacheable_attention(model)]
+        with own(batch) as caches:
+            yield list(caches)
         return
     with attached_kv_cache(model, model.cfg, batch) as caches:
         yield caches

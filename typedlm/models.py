@@ -107,12 +107,13 @@ class GPT2(Layer[TokenIds, Logits]):
             cache.rewind(start_pos)
 
     @contextlib.contextmanager
-    def kv_cache(self, batch: int) -> Iterator[None]:
-        """Within the block, attention layers cache keys and values for ``batch`` sequences."""
+    def kv_cache(self, batch: int) -> Iterator[list[AttentionCache]]:
+        """Within the block, attention layers cache keys and values for ``batch`` sequences (the caches
+        are what ``as`` gives)."""
         with attached_kv_cache(self, self.cfg, batch) as caches:
             self._caches = caches
             try:
-                yield
+                yield caches
             finally:
                 self._caches = []
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import reprlib
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from typedlm.errors import DataFileError
+from typedlm.regular_file import UnreadableFile, read_regular_file
 from typedlm.tokenizers.byte_level import BYTE_ALPHABET, BYTE_TO_CHAR
 
 _VENDORED = Path(__file__).resolve().parent.parent / "data" / "gpt2"
@@ -97,50 +96,22 @@ def read_bpe_vocabulary(vocab_json: str | Path, merges_txt: str | Path) -> BPEVo
     return BPEVocabulary(token_ids, merge_rank, special, digest.hexdigest())
 
 
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
-
-_FILE_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
-
-
 def _read_bytes(path: Path) -> bytes:
     """The bytes of a regular file of at most MAX_FILE_BYTES; anything else is a DataFileError."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
-    except FileNotFoundError:
-        raise DataFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataFileError(f"{path}: is a directory, not a file") from None
-    except PermissionError:
-        raise DataFileError(f"{path}: cannot read: permission denied") from None
-    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
-        raise DataFileError(f"{path}: cannot open: {_reason(err)}") from None
-    try:
-        mode = os.fstat(fd)
-        if stat.S_ISDIR(mode.st_mode):
-            raise DataFileError(f"{path}: is a directory, not a file")
-        if not stat.S_ISREG(mode.st_mode):
-            kind = _FILE_KINDS.get(stat.S_IFMT(mode.st_mode), "not a regular file")
-            raise DataFileError(f"{path}: is {kind}; give the path of a regular file")
-        if mode.st_size > MAX_FILE_BYTES:
-            raise DataFileError(
-                f"{path}: is {mode.st_size / 2**20:,.0f} MiB; a vocab.json or merges.txt is at most "
-                f"{MAX_FILE_BYTES // 2**20} MiB, so this is not one"
-            )
-        with open(fd, "rb", closefd=False) as file:
-            return file.read(MAX_FILE_BYTES + 1)
-    except OSError as err:
-        raise DataFileError(f"{path}: cannot read: {_reason(err)}") from None
-    finally:
-        os.close(fd)
-
-
-def _reason(err: Exception) -> str:
-    return (err.strerror if isinstance(err, OSError) else None) or str(err)
+        return read_regular_file(path, limit=MAX_FILE_BYTES)
+    except UnreadableFile as e:
+        problem = {
+            "missing": "no such file",
+            "directory": "is a directory, not a file",
+            "permission": "cannot read: permission denied",
+            "irregular": f"is {e.detail}; give the path of a regular file",
+            "too large": f"is {e.detail}; a vocab.json or merges.txt is at most "
+            f"{MAX_FILE_BYTES // 2**20} MiB, so this is not one",
+            "open": f"cannot open: {e.detail}",
+            "read": f"cannot read: {e.detail}",
+        }[e.problem]
+        raise DataFileError(f"{path}: {problem}") from None
 
 
 def _decode_utf8(path: Path, raw: bytes) -> str:

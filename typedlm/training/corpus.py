@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from typedlm.errors import TypedLMError
+from typedlm.regular_file import UnreadableFile, read_regular_file
 
 DEFAULT_CORPUS_NAME = "embedded:shakespeare"
 """How the embedded corpus is named in logs and checkpoints."""
@@ -87,33 +86,19 @@ def load_corpus(path: str | Path | None, *, allow_small: bool = False, max_chars
     return Corpus(text, str(p), p)
 
 
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
-
-
 def _read_regular_file(p: Path) -> bytes:
     """The bytes of the regular file ``p``; CorpusError for anything else."""
     try:
-        fd = os.open(p, os.O_RDONLY | _NONBLOCK)
-    except FileNotFoundError:
-        raise CorpusError(f"{p}: corpus file not found") from None
-    except PermissionError:
-        raise CorpusError(f"{p}: cannot read corpus: permission denied") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{p}: is a directory; a corpus is one UTF-8 text file") from None
-    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
-        raise CorpusError(f"{p}: cannot open corpus: {e.strerror if isinstance(e, OSError) else e}") from None
-    try:
-        mode = os.fstat(fd)
-        if stat.S_ISDIR(mode.st_mode):
-            raise CorpusError(f"{p}: is a directory; a corpus is one UTF-8 text file")
-        if not stat.S_ISREG(mode.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode.st_mode) else "a device or socket"
-            raise CorpusError(
-                f"{p}: is {kind}, not a regular file; a corpus is a UTF-8 text file that can be measured and read again"
-            )
-        with open(fd, "rb", closefd=False) as file:
-            return file.read()
-    except OSError as e:
-        raise CorpusError(f"{p}: cannot read corpus: {e.strerror}") from None
-    finally:
-        os.close(fd)
+        return read_regular_file(p)
+    except UnreadableFile as e:
+        kind = "a FIFO" if e.detail == "a FIFO" else "a device or socket"
+        problem = {
+            "missing": "corpus file not found",
+            "permission": "cannot read corpus: permission denied",
+            "directory": "is a directory; a corpus is one UTF-8 text file",
+            "irregular": f"is {kind}, not a regular file; a corpus is a UTF-8 text file that can be measured "
+            "and read again",
+            "open": f"cannot open corpus: {e.detail}",
+            "read": f"cannot read corpus: {e.detail}",
+        }[e.problem]
+        raise CorpusError(f"{p}: {problem}") from None
