@@ -1,13 +1,22 @@
 """Key/value cache for incremental decoding: an attention layer keeps the keys and values it has computed.
 
-An attention layer takes part by holding a ``cache`` attribute (None, or an `AttentionCache` while one is
-attached), as `typedlm.nn.CausalSelfAttention` does; `attached_kv_cache` gives every such layer of any
-model a cache for the length of a ``with`` block.
+The protocol an attention layer follows to decode with a cache (as `typedlm.nn.CausalSelfAttention` does):
+
+- it holds a plain attribute ``self.cache: AttentionCache | None = None``;
+- in ``forward``, when ``self.cache`` is not None, it calls ``k, v = self.cache.append(k, v)`` with this
+  call's keys and values ``(batch, kv_heads, seq, head_dim)`` and attends over the keys and values it
+  gets back: every position so far, ``self.cache.length`` of them, this call's last (its queries sit at
+  positions ``length - seq .. length - 1``).
+
+`attached_kv_cache` gives every such layer of any model an empty cache for the length of a ``with`` block.
+A cache allocates its storage on the first `append`, from the keys it is given (their head count, head
+size, dtype and device), with room for ``cfg.seq_len`` positions; so a layer may cache another head
+count than ``cfg.heads`` (grouped-query attention caching ``kv_heads`` heads, a block's own head count).
 """
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -19,16 +28,14 @@ from typedlm.errors import ShapeError
 
 @dataclass
 class AttentionCache:
-    """Keys and values of positions ``0 .. length-1`` for one attention layer, with room for ``cfg.seq_len``."""
+    """Keys and values of positions ``0 .. length-1`` for one attention layer: ``batch`` sequences of up to
+    ``capacity`` positions. The storage ``(batch, heads, capacity, head_dim)`` is made by the first `append`."""
 
-    keys: Float[Tensor, "batch heads seq_len head_dim"]
-    values: Float[Tensor, "batch heads seq_len head_dim"]
+    batch: int
+    capacity: int
     length: int = 0
-
-    @classmethod
-    def empty(cls, cfg: CausalConfig, batch: int, *, dtype: torch.dtype, device: torch.device) -> "AttentionCache":
-        shape = (batch, cfg.heads, cfg.seq_len, cfg.head_dim)
-        return cls(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
+    keys: Tensor | None = field(default=None, repr=False)
+    values: Tensor | None = field(default=None, repr=False)
 
     def rewind(self, start_pos: int) -> None:
         """Forget positions ``start_pos`` and later; the next `append` writes at ``start_pos``."""
@@ -56,10 +63,19 @@ class AttentionCache:
     ) -> tuple[Float[Tensor, "batch heads total head_dim"], Float[Tensor, "batch heads total head_dim"]]:
         """Store ``k``, ``v`` at the next ``seq`` positions; return the keys and values of every position so far."""
         start, end = self.length, self.length + k.shape[2]
-        if end > self.keys.shape[2]:
-            raise ShapeError(f"KV cache: positions {start}..{end - 1} exceed cfg.seq_len = {self.keys.shape[2]}")
-        if k.shape[0] != self.keys.shape[0]:
-            raise ShapeError(f"KV cache: built for batch = {self.keys.shape[0]}, got batch = {k.shape[0]}")
+        if end > self.capacity:
+            raise ShapeError(f"KV cache: positions {start}..{end - 1} exceed cfg.seq_len = {self.capacity}")
+        if k.shape[0] != self.batch:
+            raise ShapeError(f"KV cache: built for batch = {self.batch}, got batch = {k.shape[0]}")
+        if self.keys is None or self.values is None:
+            shape = (self.batch, k.shape[1], self.capacity, k.shape[3])
+            self.keys = torch.empty(shape, dtype=k.dtype, device=k.device)
+            self.values = torch.empty(shape, dtype=v.dtype, device=v.device)
+        elif k.shape[1] != self.keys.shape[1] or k.shape[3] != self.keys.shape[3]:
+            raise ShapeError(
+                f"KV cache: holds keys of {self.keys.shape[1]} heads × {self.keys.shape[3]}, got "
+                f"{k.shape[1]} heads × {k.shape[3]} (keys of shape {tuple(k.shape)})"
+            )
         self.keys[:, :, start:end] = k
         self.values[:, :, start:end] = v
         self.length = end
@@ -78,8 +94,7 @@ def attached_kv_cache(model: nn.Module, cfg: CausalConfig, batch: int) -> Iterat
     layers = cacheable_attention(model)
     if any(vars(layer)["cache"] is not None for layer in layers):
         raise RuntimeError(f"{type(model).__name__}: a KV cache is already active on this model")
-    weight = next(model.parameters())
-    caches = [AttentionCache.empty(cfg, batch, dtype=weight.dtype, device=weight.device) for _ in layers]
+    caches = [AttentionCache(batch, cfg.seq_len) for _ in layers]
     for layer, cache in zip(layers, caches, strict=True):
         vars(layer)["cache"] = cache  # a plain attribute of the layer (not a submodule or a buffer)
     try:

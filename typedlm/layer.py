@@ -16,6 +16,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from jaxtyping import Int
 from torch import Tensor, nn
 
 from typedlm.checks import CallSignature, check_mode_variable, install_layer_checks
@@ -158,14 +159,22 @@ class _Sequence(Layer[In, Out]):
             env = env.merged(right.dim_env, left.describe(), right.describe())
         self.dim_env = env
         self.layers = nn.ModuleList(layers)
-        self._takes_start_pos = [_takes_start_pos(layer) for layer in layers]
+        self._decoding_args = [_decoding_args(layer) for layer in layers]
         first, last = layers[0]._typedlm_signature, layers[-1]._typedlm_signature
         self._typedlm_signature = type(self)._typedlm_signature.with_io(first.input_specs, last.result)
 
-    def _apply_in_order(self, x: Tensor, start_pos: int = 0) -> Tensor:
-        for layer, takes_start_pos in zip(self.layers, self._takes_start_pos, strict=True):
-            x = layer(x, start_pos) if takes_start_pos else layer(x)
+    def _apply_in_order(self, x: Tensor, start_pos: int = 0, pad: Tensor | None = None) -> Tensor:
+        for layer, (takes_start_pos, takes_pad) in zip(self.layers, self._decoding_args, strict=True):
+            if takes_pad and pad is not None:
+                x = layer(x, start_pos, pad=pad) if takes_start_pos else layer(x, pad=pad)
+            else:
+                x = layer(x, start_pos) if takes_start_pos else layer(x)
         return x
+
+    @property
+    def passes_pad(self) -> bool:
+        """Whether some layer takes the left-pad counts ``pad`` that this composite passes on."""
+        return any(takes_pad for _, takes_pad in self._decoding_args)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -177,16 +186,20 @@ class _Sequence(Layer[In, Out]):
         return typing.cast(Layer[Any, Any], self.layers[index])
 
 
-def _takes_start_pos(layer: Layer[Any, Any]) -> bool:
-    """Whether ``layer.forward`` reads positions from a ``start_pos`` (a positional embedding, a model)."""
-    return "start_pos" in inspect.signature(layer.forward).parameters
+def _decoding_args(layer: Layer[Any, Any]) -> tuple[bool, bool]:
+    """Whether ``layer.forward`` takes ``start_pos`` (the position of its first column: a positional
+    embedding, a model) and ``pad`` (left-pad counts per row: positions, attention, a model)."""
+    parameters = inspect.signature(layer.forward).parameters
+    takes_pad = "pad" in parameters and not (isinstance(layer, _Sequence) and not layer.passes_pad)
+    return "start_pos" in parameters, takes_pad
 
 
 class Chain(_Sequence[In, Out]):
     """``a >> b >> c``: a model-level composition (checked at entry and exit in every mode but off).
 
-    ``start_pos`` is passed on to the layers that take one, so a chain from token ids to logits decodes
-    with a KV cache like `typedlm.models.GPT2` (`typedlm.generate`).
+    ``start_pos`` and ``pad`` (left-pad counts, one per row) are passed on to the layers that take them,
+    so a chain from token ids to logits decodes with a KV cache and left-padded prompts like
+    `typedlm.models.GPT2` (`typedlm.generate`).
     """
 
     boundary = True
@@ -197,8 +210,8 @@ class Chain(_Sequence[In, Out]):
             flat.extend(layer if isinstance(layer, Chain) else [layer])
         super().__init__(flat, label="Chain")
 
-    def forward(self, x: Tensor, start_pos: int = 0) -> Tensor:
-        return self._apply_in_order(x, start_pos)
+    def forward(self, x: Tensor, start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None) -> Tensor:
+        return self._apply_in_order(x, start_pos, pad)
 
     def describe(self) -> str:
         return " >> ".join(layer.describe() for layer in self)
@@ -219,8 +232,8 @@ class Stack(_Sequence[S, S]):
                 )
         super().__init__(layers, label="Stack")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._apply_in_order(x)
+    def forward(self, x: Tensor, pad: Int[Tensor, " batch"] | None = None) -> Tensor:
+        return self._apply_in_order(x, pad=pad)
 
     def describe(self) -> str:
         return f"Stack[{len(self.layers)}]"

@@ -6,12 +6,12 @@ in how tokens enter: as embeddings, as one-hot rows, or as ids.
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
 
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from typedlm.config import CausalConfig
+from typedlm.generate import Prompts, generate_tokens, stream_tokens
 from typedlm.kv_cache import AttentionCache, attached_kv_cache
 from typedlm.layer import Layer
 from typedlm.nn import (
@@ -23,6 +23,7 @@ from typedlm.nn import (
     TokenEmbedding,
     TransformerBlock,
 )
+from typedlm.sampling import Sampling
 from typedlm.shapes import Embedded, Logits, OneHot, TokenIds
 
 __all__ = [
@@ -47,9 +48,11 @@ class CausalTransformer(Layer[Embedded, Logits]):
         self.head = LMHead(cfg, tied_to, seed=seed)
         self.dim_env = self.head.dim_env
 
-    def forward(self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
-        x = self.pos(x, start_pos)
-        x = self.blocks(x)
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None
+    ) -> Float[Tensor, "batch seq vocab"]:
+        x = self.pos(x, start_pos, pad)
+        x = self.blocks(x, pad)
         return self.head(self.ln_f(x))
 
 
@@ -85,7 +88,8 @@ class GPT2(Layer[TokenIds, Logits]):
 
     ``forward(ids, start_pos)`` reads ids at positions ``start_pos .. start_pos + seq - 1``; inside
     ``with model.kv_cache(batch):`` it also reuses the keys and values of positions before ``start_pos``,
-    which must then be the number of positions cached (`rewind_kv_cache` goes back).
+    which must then be the number of positions cached (`rewind_kv_cache` goes back). ``pad`` (left-pad
+    counts, one per row) makes a row's first ``pad[row]`` columns padding: no position, never attended to.
     """
 
     boundary = True
@@ -96,10 +100,12 @@ class GPT2(Layer[TokenIds, Logits]):
         self.transformer = causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, self.embed))
         self._caches: list[AttentionCache] = []
 
-    def forward(self, ids: Int[Tensor, "batch seq"], start_pos: int = 0) -> Float[Tensor, "batch seq vocab"]:
+    def forward(
+        self, ids: Int[Tensor, "batch seq"], start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None
+    ) -> Float[Tensor, "batch seq vocab"]:
         for cache in self._caches:
             cache.check_continues(start_pos, "GPT2")
-        return self.transformer(self.embed(ids), start_pos)
+        return self.transformer(self.embed(ids), start_pos, pad)
 
     def rewind_kv_cache(self, start_pos: int) -> None:
         """Forget cached positions ``start_pos`` and later, so the next call may start at ``start_pos``."""
@@ -119,47 +125,29 @@ class GPT2(Layer[TokenIds, Logits]):
 
     def generate(
         self,
-        ids: Int[Tensor, "batch seq"],
+        prompts: Prompts,
         max_new_tokens: int,
+        sampling: Sampling | None = None,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool = False,
-        stop_at_eot: bool = True,
-        eot_token: int | Literal["auto"] | None = "auto",
-        seed: int | None = None,
+        attention_mask: Int[Tensor, "batch seq"] | Bool[Tensor, "batch seq"] | None = None,
         kv_cache: bool = True,
     ) -> Int[Tensor, "batch total"]:
-        """The prompts ``(batch, seq)`` followed by up to ``max_new_tokens`` ids each; see `typedlm.generate`."""
-        from typedlm.generate import generate_tokens
-
+        """The prompts followed by up to ``max_new_tokens`` ids each, ``(batch, seq + new)``; see `typedlm.generate`."""
         return generate_tokens(
-            self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-            stop_at_eot=stop_at_eot, eot_token=eot_token, seed=seed, kv_cache=kv_cache,
-        )  # fmt: skip
+            self, prompts, max_new_tokens, sampling, attention_mask=attention_mask, kv_cache=kv_cache
+        )
 
     def stream(
         self,
-        ids: Int[Tensor, "batch seq"],
+        prompts: Prompts,
         max_new_tokens: int,
+        sampling: Sampling | None = None,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool = False,
-        stop_at_eot: bool = True,
-        eot_token: int | Literal["auto"] | None = "auto",
-        seed: int | None = None,
+        attention_mask: Int[Tensor, "batch seq"] | Bool[Tensor, "batch seq"] | None = None,
         kv_cache: bool = True,
     ) -> Iterator[Int[Tensor, " batch"]]:
         """Yield the next id of each prompt as it is chosen, ``(batch,)`` per step; see `typedlm.generate`."""
-        from typedlm.generate import stream_tokens
-
-        return stream_tokens(
-            self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-            stop_at_eot=stop_at_eot, eot_token=eot_token, seed=seed, kv_cache=kv_cache,
-        )  # fmt: skip
+        return stream_tokens(self, prompts, max_new_tokens, sampling, attention_mask=attention_mask, kv_cache=kv_cache)
 
     def param_count(self) -> int:
         """Number of parameters, a tied embedding/head table counted once."""

@@ -11,7 +11,7 @@ import zlib
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from typedlm.config import CausalConfig
@@ -86,21 +86,31 @@ class OneHotEmbedding(Layer[OneHot, Embedded]):
 
 
 class PositionalEmbedding(Layer[Embedded, Embedded]):
-    """Adds learned position vectors for positions ``start_pos .. start_pos + seq - 1``."""
+    """Adds learned position vectors for positions ``start_pos .. start_pos + seq - 1``.
+
+    With ``pad`` (left-pad counts, one per row) a row's positions count its real tokens only: its column
+    ``j`` is at position ``start_pos + j - pad[row]`` (a pad column reads position 0; attention ignores it).
+    """
 
     def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
         super().__init__(cfg)
         self.weight = nn.Parameter(torch.empty(cfg.seq_len, cfg.d_model))
         _normal_(self.weight, INIT_STD, _generator(seed, "positional_embedding"))
 
-    def forward(self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0) -> Float[Tensor, "batch seq d_model"]:
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
         seq = x.shape[1]
         if start_pos < 0 or start_pos + seq > self.cfg.seq_len:
             raise ShapeError(
                 f"PositionalEmbedding: positions {start_pos}..{start_pos + seq - 1} (start_pos={start_pos}, "
                 f"seq={seq}) are outside 0..{self.cfg.seq_len - 1} (cfg.seq_len = {self.cfg.seq_len})"
             )
-        return x + self.weight[start_pos : start_pos + seq]
+        if pad is None:
+            return x + self.weight[start_pos : start_pos + seq]
+        columns = torch.arange(start_pos, start_pos + seq, device=x.device)
+        positions = (columns - pad[:, None]).clamp(min=0)
+        return x + F.embedding(positions, self.weight)
 
 
 class LayerNorm(Layer[Embedded, Embedded]):
@@ -120,6 +130,7 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
 
     With a `AttentionCache` attached (``self.cache``, see `GPT2.kv_cache`), a call appends its keys and
     values to the cache and attends over every cached position, so decoding one token costs one position.
+    With ``pad`` (left-pad counts, one per row) no query attends to a row's first ``pad[row]`` keys.
     """
 
     def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
@@ -133,7 +144,9 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
         batch, seq, _ = t.shape
         return t.view(batch, seq, self.cfg.heads, self.cfg.head_dim).transpose(1, 2)
 
-    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], pad: Int[Tensor, " batch"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
         batch, seq, d_model = x.shape
         q, k, v = (self._split_heads(t) for t in self.qkv(x).split(d_model, dim=2))
         dropout = self.cfg.dropout if self.training else 0.0
@@ -141,13 +154,29 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
         if self.cache is not None:  # attend over every cached position, this call's included
             start = self.cache.length
             k, v = self.cache.append(k, v)
-        if start == 0:
+        if pad is not None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=padded_causal_mask(seq, k.shape[2], pad), dropout_p=dropout
+            )
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:  # query i sits at position start + i: it sees keys 0 .. start + i
             mask = None if seq == 1 else torch.ones(seq, start + seq, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, seq, d_model)
         return _dropout(self.proj(y), dropout)
+
+
+def padded_causal_mask(seq: int, total: int, pad: Int[Tensor, " batch"]) -> Bool[Tensor, "batch 1 seq total"]:
+    """Which keys each query may see, for the last ``seq`` of ``total`` positions of left-padded rows.
+
+    Query ``i`` (at position ``total - seq + i``) sees keys ``pad[row] .. total - seq + i``, and always
+    itself, so a pad query has one key and no row of the softmax is empty.
+    """
+    keys = torch.arange(total, device=pad.device)
+    queries = torch.arange(total - seq, total, device=pad.device)[:, None]
+    real = keys >= pad[:, None, None]
+    return ((real & (keys <= queries)) | (keys == queries))[:, None]
 
 
 def _dropout(x: Tensor, p: float) -> Tensor:
@@ -184,8 +213,10 @@ class TransformerBlock(Layer[Embedded, Embedded]):
     def describe(self) -> str:
         return f"TransformerBlock(index={self.index})"
 
-    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
-        x = x + self.attn(self.ln_1(x))
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], pad: Int[Tensor, " batch"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
+        x = x + self.attn(self.ln_1(x), pad)
         return x + self.mlp(self.ln_2(x))
 
 

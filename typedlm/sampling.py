@@ -1,12 +1,15 @@
 """Choosing the next token from logits: greedy, temperature, top-k and top-p (nucleus) sampling.
 
-``sample_next`` is a pure function over one row of logits per sequence; `typedlm.generate` (the
-KV-cached decoding loop behind ``GPT2.generate``) builds on it.
+`Sampling` holds the settings of one decoding run (how to choose, the seed, when a sequence ends);
+``sample_next`` is a pure function over one row of logits per sequence. `typedlm.generate` (the
+KV-cached decoding loop behind ``GPT2.generate``) builds on both.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int64
@@ -26,6 +29,47 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
     if top_p is not None:
         if isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0.0 < top_p <= 1.0:
             raise ConfigError(f"top_p={top_p!r}: must be a number in (0, 1], or None for no nucleus cut")
+
+
+EotToken = int | Literal["auto"] | None
+"""An end-of-text id, ``"auto"`` (GPT-2's for GPT-2's vocabulary, else none) or None (no end token)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How `typedlm.generate` chooses each next token, and when a sequence ends.
+
+    ``greedy`` (or ``temperature == 0``) takes the argmax; otherwise the logits are divided by
+    ``temperature``, cut to the ``top_k`` largest and to the smallest set of mass ``top_p``, and sampled
+    from a generator seeded with ``seed`` (the same seed gives the same tokens) or from torch's global
+    generator when ``seed`` is None. With ``stop_at_eot`` a sequence that emits ``eot_token`` is finished.
+    Each field is checked when the object is made (a `ConfigError` naming it); ``eot_token`` is checked
+    against the model's vocabulary when decoding starts.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    seed: int | None = None
+    stop_at_eot: bool = True
+    eot_token: EotToken = "auto"
+
+    def __post_init__(self) -> None:
+        check_sampling(self.temperature, self.top_k, self.top_p)
+        for name in ("greedy", "stop_at_eot"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be True or False")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise ConfigError(f"seed={self.seed!r}: must be an int >= 0, or None for torch's global generator")
+        eot = self.eot_token
+        if eot not in ("auto", None) and (isinstance(eot, bool) or not isinstance(eot, int) or eot < 0):
+            raise ConfigError(f"eot_token={eot!r}: must be a token id >= 0, 'auto' or None")
+
+    @property
+    def effective_temperature(self) -> float:
+        """0.0 (argmax) when ``greedy``, else ``temperature``."""
+        return 0.0 if self.greedy else self.temperature
 
 
 def check_logits(logits: Float[Tensor, "batch vocab"]) -> None:
