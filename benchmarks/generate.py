@@ -7,7 +7,7 @@ prompt, 255 new tokens by greedy decoding (the window just fills), no end-of-tex
 
 Peers, side by side in one run:
 
-- ``typedlm KV cache``: ``GPT2.generate(..., greedy=True)`` in the default checking mode (full);
+- ``typedlm KV cache``: ``GPT2.generate(..., Sampling(greedy=True))`` in the default checking mode (full);
 - ``typedlm KV cache, checks off``: the same under ``typedlm.checks.mode("off")``, for reference;
 - ``typedlm recompute``: ``kv_cache=False``, the whole window every step (what nanoGPT's sampler does);
 - ``HF generate``: ``GPT2LMHeadModel.generate(do_sample=False)`` with its own KV cache.
@@ -68,15 +68,16 @@ def _hf_generate(model: Any, prompt: Tensor, new: int) -> Tensor:
 
 def peers(hf_model: Any, model: tl.models.GPT2, new: int) -> dict[str, Callable[[Tensor], Tensor]]:
     """Each peer: prompt ``(1, 1)`` → ids ``(1, 1 + new)``."""
+    greedy = tl.Sampling(greedy=True, stop_at_eot=False)
 
     def checks_off(prompt: Tensor) -> Tensor:
         with tl.checks.mode("off"):
-            return model.generate(prompt, new, greedy=True, stop_at_eot=False)
+            return model.generate(prompt, new, greedy)
 
     return {
-        "typedlm KV cache": lambda prompt: model.generate(prompt, new, greedy=True, stop_at_eot=False),
+        "typedlm KV cache": lambda prompt: model.generate(prompt, new, greedy),
         "typedlm KV cache, checks off": checks_off,
-        "typedlm recompute": lambda prompt: model.generate(prompt, new, greedy=True, stop_at_eot=False, kv_cache=False),
+        "typedlm recompute": lambda prompt: model.generate(prompt, new, greedy, kv_cache=False),
         "HF generate": lambda prompt: _hf_generate(hf_model, prompt, new),
     }
 

@@ -98,7 +98,7 @@ def sample(model: tl.models.GPT2, tokenizer: CharTokenizer, args: argparse.Names
         return ""
     device = next(model.parameters()).device
     prompt = torch.tensor([tokenizer.encode(start)], device=device)
-    ids = model.generate(prompt, args.sample_chars, temperature=args.temperature, seed=args.seed)
+    ids = model.generate(prompt, args.sample_chars, tl.Sampling(temperature=args.temperature, seed=args.seed))
     return tokenizer.decode(ids[0, 1:].tolist())
 
 

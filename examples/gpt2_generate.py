@@ -18,7 +18,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO, TypedDict
+from typing import TextIO
 
 import torch
 
@@ -106,25 +106,14 @@ def _encode_prompt(tok: GPT2BPE, args: argparse.Namespace) -> list[int]:
 def _stream(model: tl.models.GPT2, tok: GPT2BPE, ids: torch.Tensor, args: argparse.Namespace, out: TextIO) -> None:
     """Print one sample token by token (bytes of a split UTF-8 character wait for the rest)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for token in model.stream(ids, args.max_new_tokens, **_sampling(args)):
+    for token in model.stream(ids, args.max_new_tokens, _sampling(args)):
         out.write(decoder.decode(tok.decode_bytes([int(token[0])])))
         out.flush()
     out.write(decoder.decode(b"", final=True) + "\n")
 
 
-class Sampling(TypedDict):
-    """The sampling keywords of `GPT2.generate` / `GPT2.stream`."""
-
-    temperature: float
-    top_k: int | None
-    top_p: float | None
-    greedy: bool
-    stop_at_eot: bool
-    seed: int | None
-
-
-def _sampling(args: argparse.Namespace) -> Sampling:
-    return Sampling(
+def _sampling(args: argparse.Namespace) -> tl.Sampling:
+    return tl.Sampling(
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
         stop_at_eot=not args.no_stop_at_eot, seed=args.seed,
     )  # fmt: skip
@@ -146,7 +135,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         _stream(model, tok, ids, args, out)
         return 0
     out.write("\n")
-    samples = model.generate(ids, args.max_new_tokens, **_sampling(args))
+    samples = model.generate(ids, args.max_new_tokens, _sampling(args))
     for index, sample in enumerate(samples):
         out.write(f"--- sample {index + 1}\n{args.prompt}{tok.decode(sample[len(prompt) :].tolist())}\n")
     return 0

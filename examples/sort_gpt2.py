@@ -247,7 +247,7 @@ def train(model: tl.models.GPT2, config: SortConfig) -> list[float]:
 def sort_greedily(model: tl.models.GPT2, sequences: Int64[Tensor, "n length"]) -> Int64[Tensor, "n length"]:
     """The model's sorted copy of each sequence: ``length`` argmax tokens after the sequence."""
     length = sequences.shape[1]
-    return model.generate(sequences, length, greedy=True)[:, length:]
+    return model.generate(sequences, length, tl.Sampling(greedy=True))[:, length:]
 
 
 def accuracy(model: tl.models.GPT2, sequences: Int64[Tensor, "n length"]) -> tuple[int, int]:

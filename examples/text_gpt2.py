@@ -251,10 +251,12 @@ def sample(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argpars
     out = model.generate(
         torch.tensor([ids], device=device),
         args.generate,
-        temperature=args.temperature,
-        top_k=args.top_k or None,
-        top_p=args.top_p if args.top_p < 1 else None,
-        seed=args.seed,
+        tl.Sampling(
+            temperature=args.temperature,
+            top_k=args.top_k or None,
+            top_p=args.top_p if args.top_p < 1 else None,
+            seed=args.seed,
+        ),
     )
     return tokenizer.decode(out[0].tolist())
 

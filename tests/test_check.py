@@ -389,7 +389,7 @@ def z_loss(model: Layer[TokenIds, Logits], ids: Int[Tensor, "batch seq"]) -> Flo
 @tl.checked
 def decode(model: tl.models.GPT2, prompt: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch seq+2"]:
     """Two greedy tokens with the cache: the probe leaves room for them."""
-    return model.generate(prompt, 2, greedy=True)
+    return model.generate(prompt, 2, tl.Sampling(greedy=True))
 
 
 half = tl.models.GPT2(cfg).to(torch.bfloat16)

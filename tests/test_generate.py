@@ -1,5 +1,6 @@
 """Decoding with `typedlm.generate`: KV cache = recompute, cropping, sliding, batches, streaming, seeds, EOT."""
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,8 @@ from torch import Tensor
 import typedlm as tl
 from typedlm.generate import default_eot_token, generate_tokens, stream_tokens
 from typedlm.shapes import Logits, TokenIds
+
+GREEDY = tl.Sampling(greedy=True)
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +35,9 @@ def _prompt(cfg: tl.CausalConfig, batch: int, seq: int, seed: int = 0) -> torch.
 
 def test_kv_cache_decoding_gives_the_tokens_of_recompute_decoding(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
     prompt = _prompt(cfg, 2, 5)
-    cached = generate_tokens(model, prompt, 40, greedy=True)  # 5 + 40 > seq_len = 32: the window slides
+    cached = generate_tokens(model, prompt, 40, GREEDY)  # 5 + 40 > seq_len = 32: the window slides
     assert cached.shape == (2, 45)
-    assert torch.equal(cached, generate_tokens(model, prompt, 40, greedy=True, kv_cache=False))
+    assert torch.equal(cached, generate_tokens(model, prompt, 40, GREEDY, kv_cache=False))
     assert torch.equal(cached, _argmax_reference(model, prompt, 40, cfg.seq_len))
 
 
@@ -48,51 +51,50 @@ def _argmax_reference(model: tl.Layer[TokenIds, Logits], ids: torch.Tensor, new:
 
 def test_seeded_sampling_is_deterministic_and_the_same_with_or_without_the_cache(model: tl.models.GPT2) -> None:
     prompt = _prompt(model.cfg, 1, 4)
-    kwargs = dict(temperature=1.5, top_k=50, top_p=0.95)
-    first = generate_tokens(model, prompt, 20, seed=7, **kwargs)  # type: ignore[arg-type]  # kwargs of mixed types
-    assert torch.equal(first, generate_tokens(model, prompt, 20, seed=7, **kwargs))  # type: ignore[arg-type]  # same
-    uncached = generate_tokens(model, prompt, 20, seed=7, kv_cache=False, **kwargs)  # type: ignore[arg-type]  # same
-    assert torch.equal(first, uncached)
-    assert not torch.equal(first, generate_tokens(model, prompt, 20, seed=8, **kwargs))  # type: ignore[arg-type]  # same
+    sampling = tl.Sampling(temperature=1.5, top_k=50, top_p=0.95, seed=7)
+    first = generate_tokens(model, prompt, 20, sampling)
+    assert torch.equal(first, generate_tokens(model, prompt, 20, sampling))
+    assert torch.equal(first, generate_tokens(model, prompt, 20, sampling, kv_cache=False))
+    assert not torch.equal(first, generate_tokens(model, prompt, 20, dataclasses.replace(sampling, seed=8)))
 
 
 def test_a_seed_leaves_the_global_generator_alone(model: tl.models.GPT2) -> None:
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    generate_tokens(model, _prompt(model.cfg, 1, 3), 5, seed=1)
+    generate_tokens(model, _prompt(model.cfg, 1, 3), 5, tl.Sampling(seed=1))
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_a_long_prompt_is_cropped_to_the_last_seq_len_tokens(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
     prompt = _prompt(cfg, 1, cfg.seq_len + 13)
-    out = generate_tokens(model, prompt, 6, greedy=True)
+    out = generate_tokens(model, prompt, 6, GREEDY)
     assert torch.equal(out[:, : prompt.shape[1]], prompt)  # the whole prompt comes back
-    cropped = generate_tokens(model, prompt[:, -cfg.seq_len :], 6, greedy=True)
+    cropped = generate_tokens(model, prompt[:, -cfg.seq_len :], 6, GREEDY)
     assert torch.equal(out[:, prompt.shape[1] :], cropped[:, cfg.seq_len :])
 
 
 def test_a_batch_decodes_each_prompt_as_if_alone(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
     prompts = _prompt(cfg, 3, 6)
-    together = generate_tokens(model, prompts, 30, greedy=True)
+    together = generate_tokens(model, prompts, 30, GREEDY)
     for row in range(3):
-        alone = generate_tokens(model, prompts[row : row + 1], 30, greedy=True)
+        alone = generate_tokens(model, prompts[row : row + 1], 30, GREEDY)
         assert torch.equal(together[row : row + 1], alone)
 
 
 def test_stream_yields_the_generated_tokens_one_step_at_a_time(model: tl.models.GPT2) -> None:
     prompt = _prompt(model.cfg, 2, 4)
-    steps = model.stream(prompt, 12, greedy=True)
+    steps = model.stream(prompt, 12, GREEDY)
     first = next(steps)
     assert first.shape == (2,) and first.dtype == torch.int64
     rest = list(steps)
     assert len(rest) == 11
-    expected = model.generate(prompt, 12, greedy=True)
+    expected = model.generate(prompt, 12, GREEDY)
     assert torch.equal(torch.stack([first, *rest], dim=1), expected[:, 4:])
 
 
 def test_closing_a_stream_early_releases_the_cache(model: tl.models.GPT2) -> None:
-    steps = stream_tokens(model, _prompt(model.cfg, 1, 4), 10, greedy=True)
+    steps = stream_tokens(model, _prompt(model.cfg, 1, 4), 10, GREEDY)
     next(steps)
     assert all(block.attn.cache is not None for block in model.transformer.blocks)  # type: ignore[union-attr]  # TransformerBlocks
     steps.close()  # type: ignore[attr-defined]  # the iterator is a generator
@@ -102,15 +104,17 @@ def test_closing_a_stream_early_releases_the_cache(model: tl.models.GPT2) -> Non
 
 def test_stop_at_eot_pads_finished_sequences_and_stops_when_all_have_finished(model: tl.models.GPT2) -> None:
     prompt = _prompt(model.cfg, 2, 4, seed=5)
-    free = generate_tokens(model, prompt, 20, greedy=True, stop_at_eot=False)[:, 4:]
+    free = generate_tokens(model, prompt, 20, tl.Sampling(greedy=True, stop_at_eot=False))[:, 4:]
     eot = int(free[0, 3])  # a token that row 0 emits; the rows stop at its first occurrence, if any
     ends = [int((row == eot).nonzero()[0]) + 1 if bool((row == eot).any()) else 20 for row in free]
     expected = free[:, : max(ends)].clone()
     for row, end in enumerate(ends):
         expected[row, end:] = eot
-    stopped = generate_tokens(model, prompt, 20, greedy=True, eot_token=eot)[:, 4:]
+    stopped = generate_tokens(model, prompt, 20, tl.Sampling(greedy=True, eot_token=eot))[:, 4:]
     assert torch.equal(stopped, expected)
-    assert torch.equal(generate_tokens(model, prompt, 20, greedy=True, eot_token=eot, stop_at_eot=False)[:, 4:], free)
+    assert torch.equal(
+        generate_tokens(model, prompt, 20, tl.Sampling(greedy=True, eot_token=eot, stop_at_eot=False))[:, 4:], free
+    )
 
 
 def test_the_default_end_of_text_is_gpt2s_for_gpt2s_vocabulary_only() -> None:
@@ -126,23 +130,23 @@ def test_zero_new_tokens_gives_back_the_prompt(model: tl.models.GPT2) -> None:
 def test_generation_runs_in_eval_mode_and_restores_training_mode(cfg: tl.CausalConfig) -> None:
     model = tl.models.GPT2(cfg.replace(dropout=0.5), seed=3).train()
     prompt = _prompt(cfg, 1, 4)
-    out = generate_tokens(model, prompt, 10, greedy=True)
+    out = generate_tokens(model, prompt, 10, GREEDY)
     assert model.training
-    assert torch.equal(out, generate_tokens(model.eval(), prompt, 10, greedy=True))
+    assert torch.equal(out, generate_tokens(model.eval(), prompt, 10, GREEDY))
 
 
 def test_bad_requests_are_refused_before_decoding(model: tl.models.GPT2, cfg: tl.CausalConfig) -> None:
     prompt = _prompt(cfg, 1, 3)
     with pytest.raises(tl.ConfigError, match="max_new_tokens=-1"):
         generate_tokens(model, prompt, -1)
-    with pytest.raises(tl.ConfigError, match=r"temperature=-1.0: must be >= 0"):
-        stream_tokens(model, prompt, 5, temperature=-1.0)  # refused at the call, not at the first next()
-    with pytest.raises(tl.ConfigError, match=r"top_p=1.5: must be a number in \(0, 1\]"):
-        model.generate(prompt, 5, top_p=1.5)
+    with pytest.raises(tl.ConfigError, match=r"sampling: expected a typedlm.sampling.Sampling, got dict"):
+        stream_tokens(model, prompt, 5, {"temperature": 1.0})  # type: ignore[arg-type]  # the mistake under test
+    with pytest.raises(tl.ConfigError, match="attention_mask: only with a"):
+        stream_tokens(model, [[1, 2]], 5, attention_mask=torch.ones(1, 2, dtype=torch.bool))  # refused at the call
     with pytest.raises(tl.ShapeError, match=r"token id 256, outside the vocabulary 0..255 \(cfg.vocab=256\)"):
         generate_tokens(model, torch.tensor([[1, 256]]), 5)
     with pytest.raises(tl.ConfigError, match=r"eot_token=300"):
-        generate_tokens(model, prompt, 5, eot_token=300)
+        generate_tokens(model, prompt, 5, tl.Sampling(eot_token=300))
     with pytest.raises(tl.ConfigError, match="at least one token"):
         generate_tokens(model, prompt[:, :0], 5)
     with pytest.raises(tl.ShapeError, match="ids"):
@@ -163,18 +167,18 @@ def test_a_chain_of_layers_decodes_with_the_kv_cache_like_gpt2(cfg: tl.CausalCon
     prompt = _prompt(cfg, 2, 5)
     calls: list[int] = []
     chain.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[1]))
-    cached = generate_tokens(chain, prompt, 12, greedy=True)
+    cached = generate_tokens(chain, prompt, 12, GREEDY)
     assert calls[0] == 5 and set(calls[1:]) == {1}  # one full window, then one new token per step: cached
     assert torch.equal(cached, _argmax_reference(chain, prompt, 12, cfg.seq_len))
-    sampled = generate_tokens(chain, prompt, 12, top_k=5, seed=7)
-    assert torch.equal(sampled, generate_tokens(chain, prompt, 12, top_k=5, seed=7, kv_cache=False))
+    sampled = generate_tokens(chain, prompt, 12, tl.Sampling(top_k=5, seed=7))
+    assert torch.equal(sampled, generate_tokens(chain, prompt, 12, tl.Sampling(top_k=5, seed=7), kv_cache=False))
     gpt2 = tl.models.GPT2(cfg).eval()
     gpt2.embed.load_state_dict(embed.state_dict())
     gpt2.transformer.pos.load_state_dict(pos.state_dict())
     gpt2.transformer.blocks.load_state_dict(blocks.state_dict())
     gpt2.transformer.ln_f.load_state_dict(norm.state_dict())
     gpt2.transformer.head.weight = torch.nn.Parameter(head.weight.detach().clone())
-    assert torch.equal(cached, generate_tokens(gpt2, prompt, 12, greedy=True))
+    assert torch.equal(cached, generate_tokens(gpt2, prompt, 12, GREEDY))
 
 
 def test_a_model_without_start_pos_decodes_by_recomputing_its_window(cfg: tl.CausalConfig) -> None:
@@ -190,4 +194,4 @@ def test_a_model_without_start_pos_decodes_by_recomputing_its_window(cfg: tl.Cau
 
     model = NoPositions(cfg).eval()
     prompt = _prompt(cfg, 1, 4)
-    assert torch.equal(generate_tokens(model, prompt, 6, greedy=True), _argmax_reference(model, prompt, 6, cfg.seq_len))
+    assert torch.equal(generate_tokens(model, prompt, 6, GREEDY), _argmax_reference(model, prompt, 6, cfg.seq_len))

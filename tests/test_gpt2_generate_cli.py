@@ -49,7 +49,7 @@ def test_streams_a_greedy_continuation_that_matches_generate(
     assert code == 0
     tok = GPT2BPE.from_vendored()
     model = tl.hf.load_gpt2(model_dir)
-    ids = model.generate(torch.tensor([tok.encode("Hello world")]), 8, greedy=True)
+    ids = model.generate(torch.tensor([tok.encode("Hello world")]), 8, tl.Sampling(greedy=True))
     assert out == tok.decode(ids[0].tolist()) + "\n"
 
 

@@ -98,10 +98,10 @@ def test_loaded_model_gives_hugging_faces_20_greedy_tokens(hf_dir: Path) -> None
     reference = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     prompt = _ids(1, 6, seed=1)
     expected = _hf_greedy(reference, prompt, 20)
-    ours = load_gpt2(hf_dir).generate(prompt, 20, greedy=True)
+    ours = load_gpt2(hf_dir).generate(prompt, 20, tl.Sampling(greedy=True))
     assert len(set(ours[0, 6:].tolist())) > 3  # the test sees real decoding, not one repeated token
     assert torch.equal(ours, expected)
-    assert torch.equal(load_gpt2(hf_dir).generate(prompt, 20, greedy=True, kv_cache=False), expected)
+    assert torch.equal(load_gpt2(hf_dir).generate(prompt, 20, tl.Sampling(greedy=True), kv_cache=False), expected)
 
 
 def test_pytorch_model_bin_with_an_explicit_tied_head_loads(tmp_path: Path, hf_dir: Path) -> None:
@@ -133,8 +133,8 @@ def test_sharded_safetensors_and_bare_gpt2model_names_load(tmp_path: Path) -> No
 def test_kv_cache_decoding_of_a_loaded_model_matches_recompute_past_the_context(hf_dir: Path) -> None:
     model = load_gpt2(hf_dir)
     prompt = _ids(2, 30, seed=2)
-    cached = model.generate(prompt, 30, greedy=True)  # 60 > n_positions = 48: the window slides
-    assert torch.equal(cached, model.generate(prompt, 30, greedy=True, kv_cache=False))
+    cached = model.generate(prompt, 30, tl.Sampling(greedy=True))  # 60 > n_positions = 48: the window slides
+    assert torch.equal(cached, model.generate(prompt, 30, tl.Sampling(greedy=True), kv_cache=False))
 
 
 # --- typedlm → Hugging Face ------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_saved_model_opens_in_hugging_face_with_the_same_logits(tmp_path: Path, 
     torch.testing.assert_close(_hf_logits(reference, ids), _logits(model, ids), atol=1e-5, rtol=0)
     prompt = _ids(1, 5, seed=3)
     greedy = _hf_greedy(reference, prompt, 20)
-    assert torch.equal(model.generate(prompt, 20, greedy=True), greedy)
+    assert torch.equal(model.generate(prompt, 20, tl.Sampling(greedy=True)), greedy)
 
 
 @pytest.mark.parametrize("changes", [dict(tie_embeddings=False), dict(bias=False), dict(layer_norm_eps=1e-6)])

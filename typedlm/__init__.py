@@ -10,12 +10,14 @@ from typedlm.checks import checked
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.layer import Chain, Layer
+from typedlm.sampling import Sampling
 
 __all__ = [
     "CausalConfig",
     "Chain",
     "ConfigError",
     "Layer",
+    "Sampling",
     "ShapeError",
     "card",
     "checked",

@@ -86,8 +86,9 @@ def left_pad(
 ) -> tuple[Int64[Tensor, "batch longest"], Bool[Tensor, "batch longest"]]:
     """Prompts of any lengths as one batch, each row left-padded with ``pad_id`` to the longest, and the
     attention mask (True on each prompt's own tokens)."""
-    if isinstance(prompts, Tensor) or not isinstance(prompts, Sequence) or isinstance(prompts, str):
-        raise ShapeError(f"left_pad: prompts must be a list of 1-D tensors or id lists, got {type(prompts).__name__}")
+    given: object = prompts  # checked at runtime: a caller without mypy may pass anything
+    if isinstance(given, Tensor | str) or not isinstance(given, Sequence):
+        raise ShapeError(f"prompts: expected a list of 1-D tensors or id lists, got {type(given).__name__}")
     if not prompts:
         raise ConfigError("prompts: an empty list; need at least one prompt")
     rows = [_prompt_row(prompt, index, device) for index, prompt in enumerate(prompts)]
@@ -107,19 +108,24 @@ def _holds_ids(t: Tensor) -> bool:
 
 def _prompt_row(prompt: Tensor | Sequence[int], index: int, device: torch.device | None) -> Tensor:
     """Prompt ``index`` of a list as a 1-D int64 tensor, refused with a one-line error if it is not one."""
-    if isinstance(prompt, Tensor):
-        if prompt.dim() != 1 or not _holds_ids(prompt):
-            raise ShapeError(
-                f"prompts[{index}]: expected a 1-D tensor of token ids, got shape {tuple(prompt.shape)} {prompt.dtype}"
-            )
-        row = prompt.to(dtype=torch.int64, device=device)
+    given: object = prompt  # checked at runtime: a caller without mypy may pass anything
+    if isinstance(given, Tensor):
+        if given.dim() != 1 or not _holds_ids(given):
+            got = f"{tuple(given.shape)} {given.dtype}"
+            raise ShapeError(f"prompts[{index}]: expected a 1-D tensor of token ids, got shape {got}")
+        row = given.to(dtype=torch.int64, device=device)
+    elif isinstance(given, Sequence) and not isinstance(given, str) and all(_is_id(i) for i in given):
+        row = torch.tensor(list(given), dtype=torch.int64, device=device)
     else:
-        if isinstance(prompt, str) or not all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
-            raise ShapeError(f"prompts[{index}]: expected a 1-D tensor or a list of int token ids, got {prompt!r:.60}")
-        row = torch.tensor(list(prompt), dtype=torch.int64, device=device)
+        hint = " (one prompt is a list of lists: [[1, 2, 3]])" if _is_id(given) else ""
+        raise ShapeError(f"prompts[{index}]: expected a 1-D tensor or a list of int token ids, got {given!r:.60}{hint}")
     if row.shape[0] == 0:
         raise ConfigError(f"prompts[{index}]: an empty prompt; every prompt needs at least one token")
     return row
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def pad_counts(attention_mask: AttentionMask, ids: Int[Tensor, "batch seq"] | None = None) -> Int64[Tensor, " batch"]:
