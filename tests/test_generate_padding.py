@@ -7,7 +7,7 @@ References: the plainest decoder run on each prompt by itself (no padding, no ca
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -97,7 +97,8 @@ class GroupedQueryAttention(Layer[Embedded, Embedded]):
         else:
             mask = torch.ones(seq, start + seq, dtype=torch.bool, device=x.device).tril(start)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(batch, seq, d_model))
+        out: Tensor = self.out(y.transpose(1, 2).reshape(batch, seq, d_model))
+        return out
 
 
 class GroupedQueryBlock(Layer[Embedded, Embedded]):
@@ -136,15 +137,23 @@ MODELS = ["gpt2", "chain", "grouped-query chain"]
 
 
 def _model(kind: str, cfg: tl.CausalConfig, *, wide: bool = True) -> Layer[TokenIds, Logits]:
-    """A model of ``kind``; ``wide``: its weight matrices drawn 15 times wider than GPT-2's init, so that
-    greedy decoding wanders over the vocabulary and attending to a pad column would change the tokens."""
+    """A model of ``kind`` (`_widened` unless ``wide`` is False)."""
     if kind == "gpt2":
         model: Layer[TokenIds, Logits] = tl.models.GPT2(cfg, seed=3).eval()
     else:
         model = _chain(cfg, GroupedQueryBlock if kind == "grouped-query chain" else None)
+    return _widened(model) if wide else model
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def _widened(model: M) -> M:
+    """``model`` with its weight matrices 15 times wider than GPT-2's init, so that greedy decoding wanders
+    over the vocabulary and attending to a pad column would change the tokens."""
     with torch.no_grad():
         for weight in model.parameters():
-            if wide and weight.dim() == 2:
+            if weight.dim() == 2:
                 weight.mul_(15.0)
     return model
 
@@ -169,7 +178,7 @@ def test_a_padded_batch_decodes_each_prompt_as_alone(kind: str, kv_cache: bool, 
 
 def test_a_left_padded_tensor_with_an_hf_attention_mask_decodes_like_the_list(cfg: tl.CausalConfig) -> None:
     """Pad ids may be any value (here 255 and -100); they come back as given."""
-    model = _model("gpt2", cfg)
+    model = _widened(tl.models.GPT2(cfg, seed=3).eval())
     prompts = _prompts(cfg, (4, 1, 6), seed=1)
     ids, mask = left_pad(prompts)
     ids = ids.masked_fill(~mask, 255)
