@@ -10,9 +10,10 @@ logits, or a user's own. What it offers decides how it decodes:
 - ``forward(ids, start_pos, pad)``, ``pad`` being left-pad counts ``(batch,)``: prompts of different
   lengths, left-padded into one batch. A row's positions count its real tokens only and no query attends
   to its pad columns, so each row decodes as if alone. `Chain` and `Stack` pass ``pad`` on to the layers
-  whose forward takes it (positions, attention, blocks); every cacheable attention layer must take it. A
-  model that does not take part is refused (a `ConfigError`) for prompts of different lengths; prompts of
-  one length decode as before, without ``pad``.
+  whose forward takes it (positions, attention, blocks); every cacheable attention layer must take it
+  (`typedlm.nn.padded_causal_mask` gives the mask it needs). A model that does not take part is refused
+  (a `ConfigError`, not a slow row-by-row fallback) for prompts of different lengths; prompts of one
+  length decode as before, without ``pad``, at the same speed.
 
 Prompts are a ``(batch, seq)`` tensor of ids, that tensor with an HF-style ``attention_mask`` (True/1 on
 real tokens, left-padded), or a list of prompts of any lengths (1-D tensors or lists of ids, left-padded
@@ -50,7 +51,7 @@ from typedlm.sampling import EotToken, Sampling, sample_next
 from typedlm.shapes import Logits, TokenIds
 from typedlm.token_ids import ids_validated
 
-__all__ = ["GPT2_EOT", "Prompts", "default_eot_token", "generate_tokens", "left_pad", "stream_tokens"]
+__all__ = ["GPT2_EOT", "Prompts", "default_eot_token", "generate_tokens", "left_pad", "pad_counts", "stream_tokens"]
 
 GPT2_EOT = 50256
 """``<|endoftext|>`` in GPT-2's 50,257-token BPE vocabulary."""
@@ -256,10 +257,11 @@ def stream_tokens(
 ) -> Iterator[Int64[Tensor, " batch"]]:
     """Yield the next id of each of the ``batch`` prompts, up to ``max_new_tokens`` times.
 
-    ``sampling`` (default ``Sampling()``: temperature 1, all tokens, stop at GPT-2's end of text) says
-    how each token is chosen. ``kv_cache=False`` recomputes the whole window at every step (the
-    reference the cache must match). Everything is checked here, before the first token; while the
-    iterator is open the model's KV cache is active, so exhaust or ``close()`` it.
+    ``prompts``: a ``(batch, seq)`` tensor of ids (left-padded when ``attention_mask`` marks padding), or a
+    list of prompts of any lengths. ``sampling`` (default ``Sampling()``: temperature 1, all tokens, stop
+    at GPT-2's end of text) says how each token is chosen. ``kv_cache=False`` recomputes the whole window
+    at every step (the reference the cache must match). Everything is checked here, before the first
+    token; while the iterator is open the model's KV cache is active, so exhaust or ``close()`` it.
     """
     settings = Sampling() if sampling is None else sampling
     if not isinstance(settings, Sampling):

@@ -6,7 +6,10 @@ The protocol an attention layer follows to decode with a cache (as `typedlm.nn.C
 - in ``forward``, when ``self.cache`` is not None, it calls ``k, v = self.cache.append(k, v)`` with this
   call's keys and values ``(batch, kv_heads, seq, head_dim)`` and attends over the keys and values it
   gets back: every position so far, ``self.cache.length`` of them, this call's last (its queries sit at
-  positions ``length - seq .. length - 1``).
+  positions ``length - seq .. length - 1``);
+- to decode left-padded prompts of different lengths as well, its forward also takes ``pad`` (left-pad
+  counts, ``(batch,)``, or None) and no query attends to a row's first ``pad[row]`` keys
+  (`typedlm.nn.padded_causal_mask`); see `typedlm.generate`.
 
 `attached_kv_cache` gives every such layer of any model an empty cache for the length of a ``with`` block.
 A cache allocates its storage on the first `append`, from the keys it is given (their head count, head
