@@ -18,7 +18,8 @@ import torch
 from typedlm.checks.dynamo import dynamo_loaded
 from typedlm.errors import ShapeError
 
-_TYPEDLM = str(Path(__file__).resolve().parent.parent) + "/"
+_CHECK_CODE = (str(Path(__file__).resolve().parent) + "/", str(Path(__file__).resolve().parent.parent / "dims.py"))
+"""typedlm/checks/ and typedlm/dims.py: where a check runs."""
 
 
 def shape_error_behind(
@@ -26,10 +27,11 @@ def shape_error_behind(
 ) -> ShapeError | None:
     """The ShapeError behind dynamo's ``error`` from compiling ``call(owner, *args, **kwargs)``, or None.
 
-    Only an error dynamo met while tracing typedlm's code (a check, or a layer's forward) is looked
-    into: the call runs again with dynamo off, and the ShapeError it raises is the answer.
+    Only an error dynamo met while tracing a check, or a torch op refusing shapes, is looked into (a
+    call is not run twice for dynamo's other refusals): the call runs again with dynamo off, and the
+    ShapeError it raises is the answer.
     """
-    if not dynamo_loaded() or not _met_in_typedlm(error):
+    if not dynamo_loaded() or not _from_a_check_or_an_op(error):
         return None
     try:
         torch.compiler.disable(call, recursive=True)(owner, *args, **kwargs)
@@ -40,10 +42,13 @@ def shape_error_behind(
     return None
 
 
-def _met_in_typedlm(error: BaseException) -> bool:
-    """Whether ``error`` is TorchDynamo's and the code it was tracing when it failed lies in typedlm."""
+def _from_a_check_or_an_op(error: BaseException) -> bool:
+    """Whether ``error`` is TorchDynamo's and came from a check (the code it was tracing when it failed is
+    typedlm's checks) or from a torch op refusing its fake tensors' shapes (the eager run raises there too)."""
     exc = sys.modules.get("torch._dynamo.exc")
     if exc is None or not isinstance(error, exc.TorchDynamoException):
         return False
-    stack = getattr(error, "real_stack", None) or ()
-    return any(str(Path(frame.filename).resolve()).startswith(_TYPEDLM) for frame in stack)
+    if isinstance(error, exc.TorchRuntimeError):
+        return True
+    stack = getattr(error, "real_stack", None)
+    return bool(stack) and str(Path(stack[-1].filename).resolve()).startswith(_CHECK_CODE)
