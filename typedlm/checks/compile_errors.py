@@ -11,6 +11,7 @@ the call again eagerly, the reference, and raises the `ShapeError` of the eager 
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from traceback import FrameSummary
 from typing import Any
 
 import torch
@@ -50,5 +51,5 @@ def _from_a_check_or_an_op(error: BaseException) -> bool:
         return False
     if isinstance(error, exc.TorchRuntimeError):
         return True
-    stack = getattr(error, "real_stack", None)
+    stack: list[FrameSummary] = list(getattr(error, "real_stack", None) or ())
     return bool(stack) and str(Path(stack[-1].filename).resolve()).startswith(_CHECK_CODE)
