@@ -42,9 +42,9 @@ class _TransposedWeight(Layer[Embedded, Embedded]):
         return x @ self.weight
 
 
-def _compiled(fn: Callable[..., Tensor], dynamic: str) -> Callable[..., Tensor]:
+def _compiled(fn: Callable[..., Tensor], dynamic: str, backend: str = "eager") -> Callable[..., Tensor]:
     torch._dynamo.reset()
-    return torch.compile(fn, fullgraph=True, backend="eager", dynamic=dynamic == "dynamic")
+    return torch.compile(fn, fullgraph=True, backend=backend, dynamic=dynamic == "dynamic")
 
 
 def _input(x: Tensor, dynamic: str) -> Tensor:
@@ -60,14 +60,19 @@ def _eager_message(model: torch.nn.Module, x: Tensor) -> str:
     return str(eager.value)
 
 
-@pytest.mark.parametrize("dynamic", DYNAMIC)
-def test_an_inner_layers_shape_error_in_a_compiled_model_is_the_eager_one(cfg: tl.CausalConfig, dynamic: str) -> None:
+@pytest.mark.parametrize(
+    ("dynamic", "backend"),
+    [*((d, "eager") for d in DYNAMIC), pytest.param("static", "inductor", marks=pytest.mark.slow)],
+)
+def test_an_inner_layers_shape_error_in_a_compiled_model_is_the_eager_one(
+    cfg: tl.CausalConfig, dynamic: str, backend: str
+) -> None:
     model = tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg)
     ids = torch.randint(0, cfg.vocab, (2, 8))
     expected = _eager_message(model, ids)
     assert expected.startswith("LayerNorm: x expected") and "got d_model = 63" in expected  # the eager reference
     with pytest.raises(tl.ShapeError) as compiled:
-        _compiled(model, dynamic)(_input(ids.clone(), dynamic))
+        _compiled(model, dynamic, backend)(_input(ids.clone(), dynamic))
     assert str(compiled.value) == expected
 
 

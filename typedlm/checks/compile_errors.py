@@ -19,8 +19,8 @@ import torch
 from typedlm.checks.dynamo import dynamo_loaded
 from typedlm.errors import ShapeError
 
-_CHECK_CODE = (str(Path(__file__).resolve().parent) + "/", str(Path(__file__).resolve().parent.parent / "dims.py"))
-"""typedlm/checks/ and typedlm/dims.py: where a check runs."""
+_CHECK_CODE = (str(Path(__file__).resolve().parent) + "/", str(Path(__file__).resolve().parent.parent / "dims"))
+"""typedlm/checks/ and typedlm/dims(.py): where a check runs."""
 
 
 def shape_error_behind(
