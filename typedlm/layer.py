@@ -180,10 +180,10 @@ class _Sequence(Layer[In, Out]):
         return len(self.layers)
 
     def __iter__(self) -> Iterator[Layer[Any, Any]]:
-        return iter(typing.cast(Sequence[Layer[Any, Any]], self.layers))
+        return iter(typing.cast("Sequence[Layer[Any, Any]]", self.layers))
 
     def __getitem__(self, index: int) -> Layer[Any, Any]:
-        return typing.cast(Layer[Any, Any], self.layers[index])
+        return typing.cast("Layer[Any, Any]", self.layers[index])
 
 
 def _decoding_args(layer: Layer[Any, Any]) -> tuple[bool, bool]:

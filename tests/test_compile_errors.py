@@ -1,0 +1,152 @@
+"""An inner layer's ShapeError under the user's ``torch.compile(model, fullgraph=True)``, static and dynamic
+shapes, reaches the user as that ShapeError: the same message as the same bad call run eagerly (the
+reference). A valid input still compiles to one graph, the same graph as with checks off.
+
+Dynamo runs with the ``eager`` backend here (the errors arise while dynamo traces, before any backend).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+import typedlm as tl
+from typedlm.layer import Layer
+from typedlm.shapes import Embedded
+
+DYNAMIC = ["static", "dynamic", "mark_dynamic"]
+
+
+class _DropsALastFeature(Layer[Embedded, Embedded]):
+    """A user's layer whose forward passes a tensor one feature too narrow to its inner LayerNorm."""
+
+    def __init__(self, cfg: tl.CausalConfig) -> None:
+        super().__init__(cfg)
+        self.norm = tl.nn.LayerNorm(cfg)
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        return self.norm(x[..., :-1])
+
+
+class _TransposedWeight(Layer[Embedded, Embedded]):
+    """A user's layer whose weight has the wrong shape: torch refuses the matmul."""
+
+    def __init__(self, cfg: tl.CausalConfig) -> None:
+        super().__init__(cfg)
+        self.weight = torch.nn.Parameter(torch.zeros(cfg.d_model - 1, cfg.d_model))
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        return x @ self.weight
+
+
+def _compiled(fn: Callable[..., Tensor], dynamic: str, backend: str = "eager") -> Callable[..., Tensor]:
+    torch._dynamo.reset()
+    return torch.compile(fn, fullgraph=True, backend=backend, dynamic=dynamic == "dynamic")
+
+
+def _input(x: Tensor, dynamic: str) -> Tensor:
+    if dynamic == "mark_dynamic":
+        torch._dynamo.mark_dynamic(x, 0)
+        torch._dynamo.mark_dynamic(x, 1)
+    return x
+
+
+def _eager_message(model: torch.nn.Module, x: Tensor) -> str:
+    with pytest.raises(tl.ShapeError) as eager:
+        model(x)
+    return str(eager.value)
+
+
+@pytest.mark.parametrize(
+    ("dynamic", "backend"),
+    [*((d, "eager") for d in DYNAMIC), pytest.param("static", "inductor", marks=pytest.mark.slow)],
+)
+def test_an_inner_layers_shape_error_in_a_compiled_model_is_the_eager_one(
+    cfg: tl.CausalConfig, dynamic: str, backend: str
+) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg)
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    expected = _eager_message(model, ids)
+    assert expected.startswith("LayerNorm: x expected") and "got d_model = 63" in expected  # the eager reference
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(model, dynamic, backend)(_input(ids.clone(), dynamic))
+    assert str(compiled.value) == expected
+
+
+@pytest.mark.parametrize("dynamic", ["static", "dynamic"])
+def test_a_torch_shape_error_in_a_compiled_model_is_the_eager_one(cfg: tl.CausalConfig, dynamic: str) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> _TransposedWeight(cfg) >> tl.nn.LMHead(cfg)
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    expected = _eager_message(model, ids)
+    assert expected.startswith("_TransposedWeight: torch RuntimeError at tests/test_compile_errors.py:")
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(model, dynamic)(_input(ids.clone(), dynamic))
+    assert str(compiled.value) == expected
+
+
+@pytest.mark.parametrize("dynamic", ["static", "dynamic"])
+def test_a_wrong_d_model_given_to_a_compiled_model_is_the_eager_error(cfg: tl.CausalConfig, dynamic: str) -> None:
+    model = tl.nn.LayerNorm(cfg) >> tl.nn.LMHead(cfg)
+    x = torch.zeros(2, 8, cfg.d_model + 1)
+    expected = _eager_message(model, x)
+    assert f"got d_model = {cfg.d_model + 1}" in expected
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(model, dynamic)(_input(x.clone(), dynamic))
+    assert str(compiled.value) == expected
+
+
+def _graph_of(model: torch.nn.Module, x: Tensor, mode: tl.checks.Mode) -> list[tuple[str, str]]:
+    """The operations of the one graph dynamo compiles for ``model(x)`` with dynamic shapes, in ``mode``
+    (inputs aside: their names depend on the frame dynamo starts from)."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep(gm: torch.fx.GraphModule, _inputs: list[Any]) -> Callable[..., Any]:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    with tl.checks.mode(mode):
+        compiled = torch.compile(model, fullgraph=True, backend=keep, dynamic=True)
+        torch.testing.assert_close(compiled(x), model(x))
+    assert len(graphs) == 1
+    return [(node.op, str(node.target)) for node in graphs[0].graph.nodes if node.op.startswith("call")]
+
+
+def test_a_valid_call_compiles_to_the_graph_of_an_unchecked_model(cfg: tl.CausalConfig) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> tl.nn.PositionalEmbedding(cfg) >> tl.nn.LayerNorm(cfg) >> tl.nn.LMHead(cfg)
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    checked = _graph_of(model, ids, "full")
+    assert checked == _graph_of(model, ids, "off")
+    assert len(checked) >= 4  # embedding, add, layer_norm, linear at least
+
+
+def test_a_compiled_function_calling_a_chain_compiles_in_one_graph(cfg: tl.CausalConfig) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> tl.nn.LayerNorm(cfg) >> tl.nn.LMHead(cfg)
+
+    def step(ids: Tensor) -> Tensor:
+        return model(ids)
+
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    torch.testing.assert_close(_compiled(step, "dynamic")(ids), model(ids))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=torch._dynamo.exc.Unsupported,
+    reason="inside a compiled function of the user's, no typedlm frame runs outside dynamo, and with "
+    "fullgraph=True dynamo reports every exception raised while it traces as Unsupported",
+)
+def test_an_inner_layers_shape_error_in_a_compiled_function_is_the_eager_one(cfg: tl.CausalConfig) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg)
+
+    def step(ids: Tensor) -> Tensor:
+        return model(ids)
+
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    expected = _eager_message(model, ids)
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(step, "static")(ids)
+    assert str(compiled.value) == expected
