@@ -13,6 +13,7 @@ The last block's attention weights on one held-out example are saved as one PNG 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -29,6 +30,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 import typedlm as tl
+from typedlm.atomic import write_atomic
 from typedlm.attention_maps import capture_attention
 from typedlm.cli import ArgumentParser, renamed_field, run_main
 from typedlm.training import TrainConfig, TrainLog, train
@@ -300,7 +302,7 @@ def save_attention_maps(
         fig.colorbar(image, ax=ax, fraction=0.046)
         fig.tight_layout()
         path = out_dir / f"attention_block{block}_head{head}.png"
-        fig.savefig(path)
+        write_atomic(path, functools.partial(fig.savefig, format="png"))
         plt.close(fig)
         paths.append(path)
     return paths
