@@ -248,7 +248,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         if e.problem in ("missing", "unreadable"):
             raise HFCheckpointError(f"{path}: cannot read ({e.reason})") from None
         at_line = f" at line {e.line}" if e.line is not None else ""
-        raise HFCheckpointError(f"{path}: not valid JSON ({short_repr(e.reason, 120)}{at_line})") from None
+        raise HFCheckpointError(f"{path}: not valid JSON ({e.reason}{at_line})") from None
     if not isinstance(data, dict):
         raise HFCheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
