@@ -6,12 +6,14 @@ A training example is a sequence and its sorted copy, concatenated: ``2 0 1 1 0 
 model reads it autoregressively and is scored only on the sorted half (`typedlm.losses.masked_cross_entropy`
 with the prefix masked). Sequences whose hash falls in the held-out bucket are never trained on; after
 training the model sorts held-out sequences greedily, and the accuracy (all digits right) is printed.
+Training is `typedlm.training.train` with this task's batch source (`SortBatches`) and loss (`masked_loss`).
 The last block's attention weights on one held-out example are saved as one PNG heatmap per head.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -25,12 +27,14 @@ from typing import Any
 import torch
 import yaml
 from jaxtyping import Bool, Float, Int64
-from torch import Tensor
+from torch import Tensor, nn
 
 import typedlm as tl
+from typedlm.atomic import write_atomic
 from typedlm.attention_maps import capture_attention
 from typedlm.cli import ArgumentParser, renamed_field, run_main
-from typedlm.training import TrainConfig, configure_optimizer, lr_at
+from typedlm.training import TrainConfig, TrainLog, train
+from typedlm.training.batches import TRAIN_STREAM, VAL_STREAM, BatchSlot
 from typedlm.training.preflight import check_environment, check_input_file, check_memory, check_output_dir
 
 
@@ -132,7 +136,8 @@ class SortConfig:
     def train_config(self) -> TrainConfig:
         t = self.train
         return TrainConfig(steps=t.steps, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
-                           weight_decay=t.weight_decay, beta2=t.beta2, grad_clip=t.grad_clip, seed=t.seed)  # fmt: skip
+                           weight_decay=t.weight_decay, beta2=t.beta2, grad_clip=t.grad_clip, seed=t.seed,
+                           device="cpu", eval_every=max(1, t.steps // 4), eval_batches=4)  # fmt: skip
 
     def model_config(self) -> tl.CausalConfig:
         """Tokens are the digits; a training row is ``2 * length - 1`` long (the last digit is only a target)."""
@@ -221,26 +226,38 @@ def make_batch(
 
 # --- training and evaluation -----------------------------------------------------------------------
 
+SortBatch = tuple[Int64[Tensor, "batch seq"], Int64[Tensor, "batch seq"], Bool[Tensor, "batch seq"]]
+"""Inputs, next-token targets and the loss mask (`make_batch`)."""
 
-def train(model: tl.models.GPT2, config: SortConfig) -> list[float]:
-    """AdamW on the masked loss; returns the loss of every step."""
-    t = config.train
-    tc = config.train_config()
-    optimizer = configure_optimizer(model, tc, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(t.seed)
-    losses: list[float] = []
-    model.train()
-    for step in range(t.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, tc)
-        x, y, mask = make_batch(draw(t.batch, config.task, held_out=False, generator=generator))
-        loss = tl.losses.masked_cross_entropy(model(x), y, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+
+@dataclass(frozen=True)
+class SortBatches:
+    """The trainer's batch source: sequences from the training bucket for training, from the held-out
+    bucket for the validation loss. Each step's rows are drawn from a generator seeded by the step."""
+
+    task: Task
+    batch: int
+    seed: int
+
+    def train_batch(self, slot: BatchSlot) -> SortBatch:
+        return self._batch(slot, held_out=False, stream=TRAIN_STREAM)
+
+    def val_batch(self, slot: BatchSlot) -> SortBatch:
+        return self._batch(slot, held_out=True, stream=VAL_STREAM)
+
+    def fingerprint(self) -> str:
+        return f"sort_gpt2 {self}"
+
+    def _batch(self, slot: BatchSlot, *, held_out: bool, stream: int) -> SortBatch:
+        generator = torch.Generator().manual_seed(slot.seed(self.seed, stream))
+        rows = draw(slot.blocks * self.batch, self.task, held_out=held_out, generator=generator)
+        return make_batch(slot.block(rows))
+
+
+def masked_loss(model: nn.Module, batch: SortBatch) -> Tensor:
+    """Cross-entropy on the sorted half only (`make_batch`'s mask)."""
+    inputs, targets, mask = batch
+    return tl.losses.masked_cross_entropy(model(inputs), targets, mask)
 
 
 @tl.checked
@@ -285,7 +302,7 @@ def save_attention_maps(
         fig.colorbar(image, ax=ax, fraction=0.046)
         fig.tight_layout()
         path = out_dir / f"attention_block{block}_head{head}.png"
-        fig.savefig(path)
+        write_atomic(path, functools.partial(fig.savefig, format="png"))
         plt.close(fig)
         paths.append(path)
     return paths
@@ -299,9 +316,10 @@ def run(config: SortConfig) -> float:
     print(f"sorting {task.length} digits in 0..{task.digits - 1}; model {model.param_count():,} parameters "
           f"({cfg.layers} layers × {cfg.heads} heads, d_model {cfg.d_model}), {config.train.steps} steps")  # fmt: skip
     start = time.perf_counter()
-    losses = train(model, config)
+    batches = SortBatches(task, config.train.batch, config.train.seed)
+    log: TrainLog = train(model, cfg, tc=config.train_config(), batches=batches, loss=masked_loss)
     seconds = time.perf_counter() - start
-    print(f"masked loss {losses[0]:.4f} → {losses[-1]:.4f} in {seconds:.1f} s")
+    print(f"masked loss {log.first_loss:.4f} → {log.final_loss:.4f} in {seconds:.1f} s")
 
     test = draw(config.eval.sequences, task, held_out=True, generator=torch.Generator().manual_seed(0))
     right, total = accuracy(model, test)

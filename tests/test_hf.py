@@ -245,9 +245,13 @@ def _renameat2_refused(*args: object) -> int:
 
 
 _SWAPS = {
-    # steps of a save over an existing checkpoint, and what a crash at each step leaves at its path
-    "exchange": (["exchange", "rmtree"], ["old", "new"]),
-    "two-renames": (["exchange", "replace", "replace", "rmtree", "rmtree"], ["old", "old", "missing", "new", "new"]),
+    # steps of a save over an existing checkpoint, and what a crash at each step leaves at its path; the
+    # first two are write_atomic's renames of the weights and config.json inside the new directory
+    "exchange": (["replace", "replace", "exchange", "rmtree"], ["old", "old", "old", "new"]),
+    "two-renames": (
+        ["replace", "replace", "exchange", "replace", "replace", "rmtree", "rmtree"],
+        ["old", "old", "old", "old", "missing", "new", "new"],
+    ),
 }
 
 
@@ -312,14 +316,14 @@ def test_a_failed_second_rename_puts_the_old_checkpoint_back(tmp_path: Path, mon
 
     def replace(source: Any, target: Any) -> None:
         calls.append(Path(target).name)
-        if len(calls) == 2:  # the new directory onto the checkpoint's path
+        if calls.count("ckpt") == 1 and calls[-1] == "ckpt":  # the new directory onto the checkpoint's path
             raise OSError(errno.EIO, "disk on fire")
         real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="disk on fire"):
         save_gpt2(_typedlm_model(5), tmp_path / "ckpt")
-    assert calls == [".ckpt.old", "ckpt", "ckpt"]
+    assert calls == ["model.safetensors", "config.json", ".ckpt.old", "ckpt", "ckpt"]  # files written, swap, undo
     assert _same(load_gpt2(tmp_path / "ckpt"), old) and os.listdir(tmp_path) == ["ckpt"]
 
 

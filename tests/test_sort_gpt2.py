@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import typedlm as tl
 from examples import sort_gpt2
-from examples.sort_gpt2 import SortConfig, Task, draw, is_held_out, make_batch
+from examples.sort_gpt2 import SortBatches, SortConfig, Task, draw, is_held_out, make_batch
 from typedlm.attention_maps import attention_weights, capture_attention
+from typedlm.training import TrainLog, train
+from typedlm.training.batches import BatchSlot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +45,20 @@ def test_held_out_sequences_are_never_drawn_for_training() -> None:
     assert train.shape == test.shape == (500, 6) and int(train.max()) <= 2
     assert not is_held_out(train, task).any() and is_held_out(test, task).all()
     assert not {tuple(r) for r in train.tolist()} & {tuple(r) for r in test.tolist()}
+
+
+def test_the_batch_source_is_a_function_of_the_slot_and_shards_one_global_batch() -> None:
+    task = Task(length=4, digits=3, held_out_every=4)
+    source = SortBatches(task, batch=3, seed=11)
+    first = source.train_batch(BatchSlot(5))
+    assert all(torch.equal(a, b) for a, b in zip(first, source.train_batch(BatchSlot(5)), strict=True))
+    assert not torch.equal(first[0], source.train_batch(BatchSlot(6))[0])
+    whole = SortBatches(task, batch=12, seed=11).train_batch(BatchSlot(5))  # one process, 2 ranks x 2 micro-steps
+    blocks = [source.train_batch(BatchSlot(5, micro, 2, rank, 2)) for micro in range(2) for rank in range(2)]
+    for part, joined in zip(zip(*blocks, strict=True), whole, strict=True):
+        assert torch.equal(torch.cat(part), joined)
+    train_rows, val_rows = (batch[0][:, : task.length] for batch in (first, source.val_batch(BatchSlot(0))))
+    assert not is_held_out(train_rows, task).any() and is_held_out(val_rows, task).all()
 
 
 CFG = tl.CausalConfig(batch=2, seq_len=12, vocab=5, heads=3, head_dim=4, ffn_hidden=24, layers=2)
@@ -90,7 +107,7 @@ def test_config_file_and_its_errors(tmp_path: Path) -> None:
 
 
 def test_a_small_run_trains_evaluates_and_draws_one_map_per_head(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = SortConfig.from_dict({
         "task": {"length": 3, "digits": 3},
@@ -99,11 +116,24 @@ def test_a_small_run_trains_evaluates_and_draws_one_map_per_head(
         "eval": {"sequences": 50},
         "output": {"dir": str(tmp_path)},
     })  # fmt: skip
+    logs: list[TrainLog] = []
+
+    def typedlm_train(*args: Any, **kwargs: Any) -> TrainLog:
+        assert isinstance(kwargs["batches"], SortBatches) and kwargs["loss"] is sort_gpt2.masked_loss
+        logs.append(train(*args, **kwargs))
+        return logs[-1]
+
+    monkeypatch.setattr(sort_gpt2, "train", typedlm_train)
     accuracy = sort_gpt2.run(config)
     out = capsys.readouterr().out
     assert 0.0 <= accuracy <= 1.0 and "held-out accuracy:" in out and "/50 " in out
     first, last = (float(v) for v in out.split("masked loss ")[1].split(" in ")[0].split(" → "))
     assert last < first < math.log(3) + 0.5
+    assert (
+        len(logs) == 1
+        and len(logs[0].steps) == 60
+        and (first, last) == pytest.approx((logs[0].first_loss, logs[0].final_loss), abs=1e-4)
+    )  # trained by typedlm.training.train, whose log the example reports
     maps = sorted(p.name for p in tmp_path.glob("*.png"))
     assert maps == ["attention_block0_head0.png", "attention_block0_head1.png"]
     assert (tmp_path / maps[0]).read_bytes()[:4] == b"\x89PNG"

@@ -53,10 +53,13 @@ from typedlm.atomic import (
     remove_leftovers,
     swap_in,
     temporary_prefix,
+    write_atomic,
+    write_text_atomic,
 )
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, TypedLMError
 from typedlm.json_fields import short_repr
+from typedlm.json_file import UnreadableJSON, read_json
 from typedlm.models import GPT2
 from typedlm.nn import TransformerBlock
 
@@ -240,13 +243,12 @@ def _canonical(name: str) -> str:
 def _read_json(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; anything else (unreadable, not UTF-8 JSON, not an object) is refused."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise HFCheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an int past Python's digit limit
-        raise HFCheckpointError(f"{path}: not valid JSON ({short_repr(str(error), 120)})") from error
-    except RecursionError as error:
-        raise HFCheckpointError(f"{path}: not valid JSON (nested too deeply)") from error
+        data = read_json(path)
+    except UnreadableJSON as e:
+        if e.problem in ("missing", "unreadable"):
+            raise HFCheckpointError(f"{path}: cannot read ({e.reason})") from None
+        at_line = f" at line {e.line}" if e.line is not None else ""
+        raise HFCheckpointError(f"{path}: not valid JSON ({e.reason}{at_line})") from None
     if not isinstance(data, dict):
         raise HFCheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -480,18 +482,14 @@ def hf_state(model: GPT2) -> dict[str, Tensor]:
 
 
 def _write_checkpoint(model: GPT2, directory: Path, weights: str) -> None:
-    """``config.json`` and the weights file ``weights`` of ``model``, written and flushed to disk, with the
-    permissions ``open()`` gives (0o666 less the umask)."""
+    """``config.json`` and the weights file ``weights`` of ``model``, each written atomically (flushed to
+    disk, with the permissions ``open()`` gives: see `typedlm.atomic.write_atomic`)."""
     state = hf_state(model)
     if weights == SAFETENSORS:
-        save_file(state, directory / weights, metadata={"format": "pt"})
+        write_atomic(directory / weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     else:
-        torch.save(state, directory / weights)
-    (directory / CONFIG).write_text(json.dumps(config_to_hf(model.cfg), indent=2) + "\n", encoding="utf-8")
-    for name in (weights, CONFIG):
-        os.chmod(directory / name, 0o666 & ~current_umask())  # as open() makes them (safetensors makes 0o600)
-        with open(directory / name, "rb") as f:
-            os.fsync(f.fileno())
+        write_atomic(directory / weights, lambda tmp: torch.save(state, tmp))
+    write_text_atomic(directory / CONFIG, json.dumps(config_to_hf(model.cfg), indent=2) + "\n")
 
 
 def _written_by_save(name: str) -> bool:

@@ -27,6 +27,17 @@ class UnreadableFile(Exception):
         super().__init__(problem, detail)
         self.problem, self.detail = problem, detail
 
+    @property
+    def reason(self) -> str:
+        """The problem in a few words ("permission denied", "a FIFO, not a regular file")."""
+        return {
+            "missing": "no such file",
+            "permission": "permission denied",
+            "directory": "a directory, not a file",
+            "irregular": f"{self.detail}, not a regular file",
+            "too large": f"too large ({self.detail})",
+        }.get(self.problem, self.detail)
+
 
 def read_regular_file(path: Path, *, limit: int | None = None) -> bytes:
     """The bytes of the regular file ``path`` (of at most ``limit`` bytes); `UnreadableFile` otherwise."""

@@ -1,16 +1,25 @@
 """Training infrastructure around the typed core: the loop, its data, checkpoints, logs and run folders.
 
 ``from typedlm.training import train, TrainConfig`` is all a training script needs besides a model and
-a token array; the modules behind it are `trainer` (the loop), `batches` (train/val split, deterministic
-batches), `corpus` (training text), `checkpoint` (safetensors + checked JSON state), `trainlog` (the run's
-JSON log), `plots` (the loss curve), `device`, `distributed` (``torchrun``), `presets` (named sizes),
+a token array (or a `BatchSource` of its own batches and a ``loss(model, batch)``); the modules behind
+it are `trainer` (the loop), `batches` (train/val split, batch sources, deterministic batches), `corpus`
+(training text), `checkpoint` (safetensors + checked JSON state), `trainlog` (the run's JSON log),
+`plots` (the loss curve), `device`, `distributed` (``torchrun``), `presets` (named sizes),
 `run_dir` (one run per ``--out`` folder) and `preflight` (checks before any long work).
 
 The typed core (`typedlm.models`, `typedlm.nn`, `typedlm.losses`, ...) never imports this package, and
 ``import typedlm`` does not load it.
 """
 
-from typedlm.training.batches import Tokens, sample_batch, split_tokens
+from typedlm.training.batches import (
+    BatchSlot,
+    BatchSource,
+    Tokens,
+    TokenWindows,
+    next_token_loss,
+    sample_batch,
+    split_tokens,
+)
 from typedlm.training.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -35,6 +44,8 @@ from typedlm.training.trainlog import EvalRecord, StepRecord, ThroughputRecord, 
 
 __all__ = [
     "PRESETS",
+    "BatchSlot",
+    "BatchSource",
     "Checkpoint",
     "CheckpointError",
     "Corpus",
@@ -44,6 +55,7 @@ __all__ = [
     "Preset",
     "StepRecord",
     "ThroughputRecord",
+    "TokenWindows",
     "Tokens",
     "TrainConfig",
     "TrainLog",
@@ -58,6 +70,7 @@ __all__ = [
     "load_corpus",
     "load_weights",
     "lr_at",
+    "next_token_loss",
     "resolve_device",
     "run_lock",
     "sample_batch",

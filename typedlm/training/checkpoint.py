@@ -67,6 +67,7 @@ from typedlm.json_fields import (
     list_field,
     str_field,
 )
+from typedlm.json_file import UnreadableJSON, read_json
 from typedlm.training.trainlog import TrainLog
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
@@ -184,17 +185,15 @@ def read_state(path: str | Path, *, require: tuple[str, ...] = ()) -> dict[str, 
     ``require`` (e.g. `TRAINER_FIELDS`) must be present too. Any problem is a CheckpointError."""
     file = Path(path) / STATE_FILE
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{file}: checkpoint state file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file}: cannot read the checkpoint state ({error_reason(e)})") from None
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except (ValueError, RecursionError) as e:  # an integer of too many digits; nesting too deep
-        raise CheckpointError(f"{file}: not valid JSON ({error_reason(e)})") from None
+        state = read_json(file)
+    except UnreadableJSON as e:
+        problem = {
+            "missing": "checkpoint state file not found",
+            "unreadable": f"cannot read the checkpoint state ({e.reason})",
+            "not utf-8": f"cannot read the checkpoint state ({e.reason})",
+            "not json": f"not valid JSON ({e.reason})",
+        }[e.problem]
+        raise CheckpointError(f"{e.where(file)}: {problem}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{file}: expected a JSON object, found {describe(state)}")
     if state.get("format") != CHECKPOINT_FORMAT:

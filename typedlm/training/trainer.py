@@ -1,9 +1,11 @@
-"""The training loop for a causal LM over a token array.
+"""The training loop: a model, a batch source and a loss.
 
 One optimizer step: set the learning rate (linear warmup, then cosine decay to ``min_lr``), reseed the
 dropout RNG from ``(seed, rank, step)``, run ``grad_accum`` micro-batches forward/backward (bf16 autocast
-on CUDA when asked), clip the gradient norm, step AdamW. Batches and the RNG are pure functions of
-the step, so a run resumed from a checkpoint reproduces the uninterrupted run's losses exactly.
+on CUDA when asked), clip the gradient norm, step AdamW. Batches (`BatchSource`) and the RNG are pure
+functions of the step, so a run resumed from a checkpoint reproduces the uninterrupted run's losses
+exactly. The data is a token array by default (windows scored by next-token cross-entropy), or any
+batch source with its own loss, ``loss(model, batch)``.
 
 Under ``torchrun`` the model is wrapped in DistributedDataParallel (gloo on the CPU, nccl on CUDA); each
 rank trains on its slice of every global batch, and only rank 0 prints, logs and writes.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import signal
 import threading
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,11 +30,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from typedlm import losses
 from typedlm.config import CausalConfig
 from typedlm.errors import ConfigError, ShapeError
 from typedlm.token_ids import ids_validated
-from typedlm.training.batches import VAL_STREAM, Tokens, check_windows, sample_windows
+from typedlm.training.batches import BatchSlot, BatchSource, Tokens, TokenWindows, next_token_loss
 from typedlm.training.checkpoint import (
     TRAINER_FIELDS,
     CheckpointError,
@@ -48,6 +48,8 @@ from typedlm.training.distributed import DistInfo, dist_info_from_env, init_proc
 from typedlm.training.plots import save_loss_curve
 from typedlm.training.run_dir import check_run_dir, run_lock
 from typedlm.training.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
+
+Batch = TypeVar("Batch")
 
 RESUME_FIELDS = (
     "steps",
@@ -236,15 +238,6 @@ def check_token_array(tokens: object, vocab: int, name: str) -> None:
     )
 
 
-def data_fingerprint(train_tokens: Tokens, val_tokens: Tokens) -> str:
-    """sha256 of both token arrays: a resumed run must train on the same tokens."""
-    h = hashlib.sha256()
-    for tokens in (train_tokens, val_tokens):
-        h.update(str(tokens.dtype).encode())
-        h.update(np.ascontiguousarray(tokens).data)
-    return h.hexdigest()
-
-
 def _seed_dropout(seed: int, rank: int, step: int, device: torch.device) -> None:
     """Seed the global RNG (dropout) from ``(seed, rank, step)``: cheap, unlike ``torch.manual_seed``."""
     step_seed = int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
@@ -253,10 +246,17 @@ def _seed_dropout(seed: int, rank: int, step: int, device: torch.device) -> None
         torch.cuda.manual_seed(step_seed)  # the current device, set to this rank's GPU
 
 
-def _to_device(t: Tensor, device: torch.device) -> Tensor:
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (nested in tuples, lists and dicts) moved to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
+        return type(batch)(*(_to_device(item, device) for item in batch))
+    if isinstance(batch, tuple | list):
+        return type(batch)(_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _to_device(item, device) for key, item in batch.items()}
+    return batch
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
@@ -267,32 +267,22 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 @torch.no_grad()
 def estimate_loss(
-    model: Callable[[Tensor], Tensor],
-    tokens: Tokens,
-    cfg: CausalConfig,
-    tc: TrainConfig,
+    model: nn.Module,
+    batches: BatchSource[Batch],
+    loss: Callable[[nn.Module, Batch], Tensor],
+    eval_batches: int,
     *,
     info: DistInfo = DistInfo(),  # noqa: B008  (a frozen dataclass: immutable)
     device: torch.device = torch.device("cpu"),  # noqa: B008
     amp: torch.dtype | None = None,
 ) -> float:
-    """Mean loss over ``tc.eval_batches`` fixed validation batches (the same ones at every call)."""
+    """Mean loss over the ``eval_batches`` fixed validation batches of ``batches`` (the same at every call)."""
     total = torch.zeros((), device=device)
-    for i in range(tc.eval_batches):
-        window = sample_windows(
-            tokens,
-            batch=cfg.batch,
-            seq_len=cfg.seq_len,
-            seed=tc.seed,
-            step=i,
-            stream=VAL_STREAM,
-            rank=info.rank,
-            world=info.world_size,
-        )
-        window = _to_device(window, device)
+    for i in range(eval_batches):
+        batch = _to_device(batches.val_batch(BatchSlot(i, rank=info.rank, world=info.world_size)), device)
         with _autocast(device, amp):
-            total += losses.next_token_cross_entropy(model(window[:, :-1]), window).float()
-    return float(mean_across_ranks(total / tc.eval_batches, info).item())
+            total += loss(model, batch).float()
+    return float(mean_across_ranks(total / eval_batches, info).item())
 
 
 @contextlib.contextmanager
@@ -308,10 +298,12 @@ def _no_sync_unless(sync: bool, model: nn.Module) -> Iterator[None]:
 def train(
     model: nn.Module,
     cfg: CausalConfig,
-    train_tokens: Tokens,
-    val_tokens: Tokens,
-    tc: TrainConfig,
+    train_tokens: Tokens | None = None,
+    val_tokens: Tokens | None = None,
+    tc: TrainConfig | None = None,
     *,
+    batches: BatchSource[Batch] | None = None,
+    loss: Callable[[nn.Module, Batch], Tensor] | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -320,177 +312,293 @@ def train(
     data_info: dict[str, Any] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainLog:
-    """Train ``model`` (ids ``(batch, seq)`` → logits ``(batch, seq, vocab)``, sized by ``cfg``) in place.
+    """Train ``model`` (sized by ``cfg``) in place with the settings ``tc`` (default: ``TrainConfig()``).
 
-    ``train_tokens`` / ``val_tokens`` are 1-D id arrays; ``vocab_size`` is the tokenizer's, checked
-    against ``cfg.vocab`` before the first step. With ``out_dir``, checkpoints and ``loss.png`` are
-    written there (rank 0 only), and ``resume=True`` continues from its checkpoint; a new run in an
-    ``out_dir`` that holds one is refused unless ``overwrite=True``, and the directory is locked while
-    the run uses it. ``on_step(n)`` is called after the n-th completed step. Returns the TrainLog;
-    raises TrainingDiverged on a NaN/inf loss, leaving the last good checkpoint in place.
+    The data is either two 1-D token id arrays, ``train_tokens`` and ``val_tokens``, drawn from as
+    windows of ``cfg.seq_len + 1`` ids (`TokenWindows`), or any ``batches`` (a `BatchSource`).
+    ``loss(model, batch)`` gives a micro-batch's scalar loss; the default, for token windows, is
+    next-token cross-entropy (`next_token_loss`). ``vocab_size`` is the tokenizer's, checked against
+    ``cfg.vocab`` before the first step. With ``out_dir``, checkpoints and ``loss.png`` are written
+    there (rank 0 only), and ``resume=True`` continues from its checkpoint; a new run in an ``out_dir``
+    that holds one is refused unless ``overwrite=True``, and the directory is locked while the run uses
+    it. ``on_step(n)`` is called after the n-th completed step. Returns the TrainLog; raises
+    TrainingDiverged on a NaN/inf loss, leaving the last good checkpoint in place.
     """
+    tc = TrainConfig() if tc is None else tc
+    if not isinstance(tc, TrainConfig):
+        raise ConfigError(f"train(): tc must be a TrainConfig, got {type(tc).__name__}")
     if vocab_size is not None:
         check_vocab_fits(vocab_size, cfg)
-    for name, tokens in (("train_tokens", train_tokens), ("val_tokens", val_tokens)):
-        check_token_array(tokens, cfg.vocab, name)
-    check_windows(train_tokens, cfg.seq_len, "train")
-    check_windows(val_tokens, cfg.seq_len, "val")
+    source: BatchSource[Any]
+    if train_tokens is not None or val_tokens is not None or batches is None:
+        windows = _token_windows(cfg, tc, train_tokens, val_tokens, batches)
+        data_info = {"train_tokens": len(windows.train), "val_tokens": len(windows.val), **(data_info or {})}
+        source = windows
+        ids_checked = True  # every id was checked: no per-step device sync for the check
+    else:
+        source, ids_checked = _checked_source(batches), False
+    step_loss = _checked_loss(loss, source)
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out_dir, where the checkpoint is")
     run_dir = out_dir if dist_info_from_env().is_main else None  # only rank 0 writes there
     if run_dir is not None:
         check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+
     lock = run_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
-    with lock, ids_validated():  # every id was checked above: no per-step device sync for the check
-        return _train(model, cfg, train_tokens, val_tokens, tc, out_dir, resume, tokenizer_hash, data_info, on_step)
+    with lock, ids_validated() if ids_checked else contextlib.nullcontext():
+        run = _Run.start(model, cfg, tc, source, step_loss, out_dir, resume, tokenizer_hash, data_info)
+        model.train()
+        with _stop_requests(not run.info.enabled) as stop:
+            for step in range(run.start_step, tc.steps):
+                run.optimizer_step(step)
+                done = step + 1
+                stopping = bool(stop[0]) and done < tc.steps  # Ctrl-C: log and checkpoint this step, then stop
+                at_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.steps
+                at_ckpt = out_dir is not None and (run.checkpoint_due(done) or stopping)
+                if done % tc.log_every == 0 or at_eval or at_ckpt or stopping:
+                    run.flush(done)
+                    if at_eval:
+                        run.evaluate(done)
+                    run.clock()
+                    if at_ckpt:
+                        run.save_checkpoint(done)
+                    run.start_interval()
+                run.bar.update(1)
+                if stopping:
+                    run.finish("interrupted")
+                    raise TrainingInterrupted(done, run.log, out_dir, stop[0])
+                if on_step is not None:
+                    on_step(done)
+        return run.finish("completed")
 
 
-def _train(
-    model: nn.Module,
+def _token_windows(
     cfg: CausalConfig,
-    train_tokens: Tokens,
-    val_tokens: Tokens,
     tc: TrainConfig,
-    out_dir: str | Path | None,
-    resume: bool,
-    tokenizer_hash: str,
-    data_info: dict[str, Any] | None,
-    on_step: Callable[[int], None] | None,
-) -> TrainLog:
-    """The training loop of `train`, once its inputs are checked and its run directory is locked."""
-    info = dist_info_from_env()
-    device = resolve_device(tc.device, info.local_rank)
-    init_process_group(info, device)
-    amp = autocast_dtype(tc.dtype, device)
-    model.to(device)
-    optimizer = configure_optimizer(model, tc, device)
-    data_hash = data_fingerprint(train_tokens, val_tokens)
-    log = TrainLog(
-        config=cfg.to_dict(),
-        train=tc.to_dict(),
-        device=str(device),
-        dtype=str(amp or torch.float32).removeprefix("torch."),
-        world_size=info.world_size,
-        data={
-            "train_tokens": len(train_tokens),
-            "val_tokens": len(val_tokens),
-            "tokenizer_hash": tokenizer_hash,
-            "data_hash": data_hash,
-            **(data_info or {}),
-        },
-    )
-    start, last_ckpt = 0, None
-    if resume:
-        assert out_dir is not None
-        start, log = _resume(model, optimizer, out_dir, cfg, tc, info, tokenizer_hash, data_hash)
-        last_ckpt = start
-        log.status = "running"
+    train_tokens: Tokens | None,
+    val_tokens: Tokens | None,
+    batches: object,
+) -> TokenWindows:
+    """The default batch source over both token arrays, each checked (1-D ids in the vocabulary, long
+    enough for one window)."""
+    if batches is not None:
+        raise ConfigError("train(): give either train_tokens and val_tokens, or batches, not both")
+    if train_tokens is None or val_tokens is None:
+        raise ConfigError(
+            "train(): no data: give train_tokens and val_tokens (1-D token id arrays), or batches (a BatchSource)"
+        )
+    for name, tokens in (("train_tokens", train_tokens), ("val_tokens", val_tokens)):
+        check_token_array(tokens, cfg.vocab, name)
+    return TokenWindows(train_tokens, val_tokens, batch=cfg.batch, seq_len=cfg.seq_len, seed=tc.seed)
 
-    runner: nn.Module = model
-    if tc.compile:
-        runner = torch.compile(model)  # type: ignore[assignment]  # compile returns a callable wrapper module
-    evaluator = runner
-    if info.enabled:
-        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
 
-    tokens_per_step = cfg.batch * cfg.seq_len * tc.grad_accum * info.world_size
-    ckpt_every = tc.checkpoint_every or tc.eval_every
-    pending: list[tuple[int, float, Tensor, Tensor]] = []
-    bar = tqdm(
-        total=tc.steps,
-        initial=start,
-        disable=not (tc.progress and info.is_main),
-        unit="step",
-        dynamic_ncols=True,
-        desc="train",
-    )
-    t0 = time.perf_counter()
-    t_interval, steps_in_interval = t0, 0
+def _checked_source(batches: BatchSource[Batch]) -> BatchSource[Batch]:
+    """``batches``, once it has `BatchSource`'s methods."""
+    for name in ("train_batch", "val_batch", "fingerprint"):
+        if not callable(getattr(batches, name, None)):
+            raise ConfigError(
+                f"train(): batches must be a BatchSource (train_batch, val_batch and fingerprint methods); "
+                f"{type(batches).__name__} has no {name}()"
+            )
+    return batches
 
-    def flush(done: int) -> None:
-        """Turn the pending step losses into log records; stop on a non-finite one."""
-        nonlocal t_interval, steps_in_interval
-        if not pending:
+
+def _checked_loss(
+    loss: Callable[[nn.Module, Batch], Tensor] | None, batches: BatchSource[Any]
+) -> Callable[[nn.Module, Any], Tensor]:
+    """``loss``, or for token windows by default `next_token_loss`."""
+    if loss is None:
+        if isinstance(batches, TokenWindows):
+            return next_token_loss
+        raise ConfigError("train(): batches needs a loss: loss(model, batch) -> the batch's scalar loss")
+    if not callable(loss):
+        raise ConfigError(f"train(): loss must be callable as loss(model, batch), got {type(loss).__name__}")
+    return loss
+
+
+@dataclass
+class _Run:
+    """What one run carries from step to step: the model and its wrappers, the optimizer, the batch
+    source and the loss, the log, and the timers and progress bar of the current log interval."""
+
+    model: nn.Module
+    runner: nn.Module  # what trains: the model, compiled and/or wrapped in DDP
+    evaluator: nn.Module  # what evaluates: the model, compiled
+    optimizer: torch.optim.Optimizer
+    batches: BatchSource[Any]
+    loss: Callable[[nn.Module, Any], Tensor]
+    cfg: CausalConfig
+    tc: TrainConfig
+    info: DistInfo
+    device: torch.device
+    amp: torch.dtype | None
+    out_dir: str | Path | None
+    tokenizer_hash: str
+    data_hash: str
+    log: TrainLog
+    bar: tqdm[Any]
+    start_step: int = 0
+    last_checkpoint: int | None = None  # steps done at the last checkpoint written or resumed
+    pending: list[tuple[int, float, Tensor, Tensor]] = dataclasses.field(default_factory=list)
+    t0: float = dataclasses.field(default_factory=time.perf_counter)  # wall_s counts from here
+    t_interval: float = dataclasses.field(default_factory=time.perf_counter)  # the log interval's start
+    steps_in_interval: int = 0
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        cfg: CausalConfig,
+        tc: TrainConfig,
+        batches: BatchSource[Any],
+        loss: Callable[[nn.Module, Any], Tensor],
+        out_dir: str | Path | None,
+        resume: bool,
+        tokenizer_hash: str,
+        data_info: dict[str, Any] | None,
+    ) -> _Run:
+        """Place the model on its device, build the optimizer and the log, resume, compile, wrap in DDP."""
+        info = dist_info_from_env()
+        device = resolve_device(tc.device, info.local_rank)
+        init_process_group(info, device)
+        amp = autocast_dtype(tc.dtype, device)
+        model.to(device)
+        optimizer = configure_optimizer(model, tc, device)
+        data_hash = batches.fingerprint()
+        log = TrainLog(
+            config=cfg.to_dict(),
+            train=tc.to_dict(),
+            device=str(device),
+            dtype=str(amp or torch.float32).removeprefix("torch."),
+            world_size=info.world_size,
+            data={"tokenizer_hash": tokenizer_hash, "data_hash": data_hash, **(data_info or {})},
+        )
+        start = 0
+        if resume:
+            assert out_dir is not None
+            start, log = _resume(model, optimizer, out_dir, cfg, tc, info, tokenizer_hash, data_hash)
+            log.status = "running"
+
+        runner: nn.Module = model
+        if tc.compile:
+            runner = torch.compile(model)  # type: ignore[assignment]  # compile returns a callable wrapper module
+        evaluator = runner
+        if info.enabled:
+            runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+        show = tc.progress and info.is_main
+        bar = tqdm(total=tc.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True, desc="train")
+        return cls(
+            model, runner, evaluator, optimizer, batches, loss, cfg, tc, info, device, amp, out_dir,
+            tokenizer_hash, data_hash, log, bar, start_step=start, last_checkpoint=start if resume else None,
+        )  # fmt: skip
+
+    def optimizer_step(self, step: int) -> None:
+        """Step ``step`` (0-based): set the learning rate, reseed dropout, accumulate the gradients of
+        ``grad_accum`` micro-batches, clip, step AdamW. Its loss and gradient norm wait in ``pending``."""
+        tc, info = self.tc, self.info
+        lr = lr_at(step, tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        _seed_dropout(tc.seed, info.rank, step, self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(tc.grad_accum):
+            slot = BatchSlot(step, micro, tc.grad_accum, info.rank, info.world_size)
+            batch = _to_device(self.batches.train_batch(slot), self.device)
+            with _no_sync_unless(micro == tc.grad_accum - 1, self.runner), _autocast(self.device, self.amp):
+                loss = self.loss(self.runner, batch)
+            (loss / tc.grad_accum).backward()
+            loss_sum += loss.detach().float()
+        clip = tc.grad_clip if tc.grad_clip > 0 else math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending.append((step, lr, loss_sum / tc.grad_accum, grad_norm.detach().float()))
+        self.steps_in_interval += 1
+
+    def checkpoint_due(self, done: int) -> bool:
+        """Whether a checkpoint is written after ``done`` steps: every ``checkpoint_every`` steps (else
+        at every evaluation), and at the end."""
+        every = self.tc.checkpoint_every or self.tc.eval_every
+        return (every > 0 and done % every == 0) or done == self.tc.steps
+
+    def flush(self, done: int) -> None:
+        """Turn the pending step losses into log records (averaged across ranks); stop on a non-finite one."""
+        if not self.pending:
             return
-        stats = mean_across_ranks(torch.stack([torch.stack([lo, gn]) for _, _, lo, gn in pending]), info)
-        for (step, lr, _, _), (loss, norm) in zip(pending, stats.tolist(), strict=True):
-            log.steps.append(StepRecord(step, loss, lr, norm))
+        pairs = torch.stack([torch.stack([loss, norm]) for _, _, loss, norm in self.pending])
+        for (step, lr, _, _), (loss, norm) in zip(
+            self.pending, mean_across_ranks(pairs, self.info).tolist(), strict=True
+        ):
+            self.log.steps.append(StepRecord(step, loss, lr, norm))
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                _diverged(log, step, loss, norm, out_dir, last_ckpt, t0, info)
-        pending.clear()
-        elapsed = time.perf_counter() - t_interval
-        rate = tokens_per_step * steps_in_interval / max(elapsed, 1e-9)
-        log.throughput.append(ThroughputRecord(done, rate))
-        bar.set_postfix(loss=f"{log.steps[-1].loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+                self.diverged(step, loss, norm)
+        self.pending.clear()
+        elapsed = time.perf_counter() - self.t_interval
+        tokens_per_step = self.cfg.batch * self.cfg.seq_len * self.tc.grad_accum * self.info.world_size
+        rate = tokens_per_step * self.steps_in_interval / max(elapsed, 1e-9)
+        self.log.throughput.append(ThroughputRecord(done, rate))
+        self.bar.set_postfix(loss=f"{self.log.steps[-1].loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
 
-    model.train()
-    with _stop_requests(not info.enabled) as stop:
-        for step in range(start, tc.steps):
-            lr = lr_at(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            _seed_dropout(tc.seed, info.rank, step, device)
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(tc.grad_accum):
-                window = sample_windows(
-                    train_tokens,
-                    batch=cfg.batch,
-                    seq_len=cfg.seq_len,
-                    seed=tc.seed,
-                    step=step,
-                    micro_step=micro,
-                    micro_steps=tc.grad_accum,
-                    rank=info.rank,
-                    world=info.world_size,
-                )
-                window = _to_device(window, device)
-                with _no_sync_unless(micro == tc.grad_accum - 1, runner), _autocast(device, amp):
-                    loss = losses.next_token_cross_entropy(runner(window[:, :-1]), window)
-                (loss / tc.grad_accum).backward()
-                loss_sum += loss.detach().float()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            pending.append((step, lr, loss_sum / tc.grad_accum, grad_norm.detach().float()))
-            steps_in_interval += 1
+    def evaluate(self, done: int) -> None:
+        """Log (and print) the mean validation loss after ``done`` steps."""
+        self.model.eval()
+        val = estimate_loss(
+            self.evaluator,
+            self.batches,
+            self.loss,
+            self.tc.eval_batches,
+            info=self.info,
+            device=self.device,
+            amp=self.amp,
+        )
+        self.model.train()
+        self.log.evals.append(EvalRecord(done, val))
+        self.bar.write(f"step {done}: train loss {self.log.steps[-1].loss:.4f}, val loss {val:.4f}")
 
-            done = step + 1
-            stopping = bool(stop[0]) and done < tc.steps  # Ctrl-C: log and checkpoint this step, then stop
-            at_eval = (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.steps
-            at_ckpt = out_dir is not None and ((ckpt_every > 0 and done % ckpt_every == 0) or done == tc.steps)
-            at_ckpt = at_ckpt or (stopping and out_dir is not None)
-            if done % tc.log_every == 0 or at_eval or at_ckpt or stopping:
-                flush(done)
-                if at_eval:
-                    model.eval()
-                    val = estimate_loss(evaluator, val_tokens, cfg, tc, info=info, device=device, amp=amp)
-                    model.train()
-                    log.evals.append(EvalRecord(done, val))
-                    bar.write(f"step {done}: train loss {log.steps[-1].loss:.4f}, val loss {val:.4f}")
-                log.wall_s += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                if at_ckpt and info.is_main:
-                    assert out_dir is not None
-                    save_checkpoint(
-                        out_dir, model, optimizer, _state(done, cfg, tc, info, tokenizer_hash, data_hash, log)
-                    )
-                if at_ckpt:
-                    last_ckpt = done
-                t_interval, steps_in_interval = time.perf_counter(), 0
-            bar.update(1)
-            if stopping:
-                bar.close()
-                log.status = "interrupted"
-                if out_dir is not None and info.is_main:
-                    _plot(log, Path(out_dir))
-                raise TrainingInterrupted(done, log, out_dir, stop[0])
-            if on_step is not None:
-                on_step(done)
-    bar.close()
-    log.status = "completed"
-    if out_dir is not None and info.is_main:
-        _plot(log, Path(out_dir))
-    return log
+    def clock(self) -> None:
+        """Add the time since the last call to the log's ``wall_s``."""
+        now = time.perf_counter()
+        self.log.wall_s += now - self.t0
+        self.t0 = now
+
+    def save_checkpoint(self, done: int) -> None:
+        """Write the checkpoint of ``done`` steps (rank 0; every rank remembers it as the last good one)."""
+        if self.info.is_main:
+            assert self.out_dir is not None
+            state = _state(done, self.cfg, self.tc, self.info, self.tokenizer_hash, self.data_hash, self.log)
+            save_checkpoint(self.out_dir, self.model, self.optimizer, state)
+        self.last_checkpoint = done
+
+    def start_interval(self) -> None:
+        """Start a new throughput interval."""
+        self.t_interval, self.steps_in_interval = time.perf_counter(), 0
+
+    def finish(self, status: str) -> TrainLog:
+        """Close the progress bar, set the log's ``status`` and draw the loss curve (rank 0, with ``out_dir``)."""
+        self.bar.close()
+        self.log.status = status
+        if self.out_dir is not None and self.info.is_main:
+            _plot(self.log, Path(self.out_dir))
+        return self.log
+
+    def diverged(self, step: int, loss: float, norm: float) -> None:
+        """Stop the run on a non-finite loss or gradient norm at ``step``: TrainingDiverged, saying which
+        checkpoint is the last good one."""
+        out_dir, last = self.out_dir, self.last_checkpoint
+        if out_dir is not None and last is not None:
+            kept = f"The last good checkpoint, after step {last}, is kept in {Path(out_dir) / 'checkpoint'}"
+            kept += "; nothing after it was saved"
+            again = "then start again (or --resume from that checkpoint)"
+        else:
+            kept, again = "No checkpoint of this run had been written", "then start again"
+        message = (
+            f"training stopped: the loss became {loss} at step {step} (gradient norm {norm}, lr "
+            f"{self.log.steps[-1].lr:.3g}). {kept}. Lower the learning rate or lengthen the warmup, {again}."
+        )
+        self.log.message = message
+        self.clock()
+        self.finish("diverged")
+        raise TrainingDiverged(message, self.log)
 
 
 def _state(
@@ -549,33 +657,6 @@ def _resume(
         log.extensions.append(ExtensionRecord(ckpt.step, state["train"].get("steps"), tc.steps))
         log.train = tc.to_dict()
     return ckpt.step, log
-
-
-def _diverged(
-    log: TrainLog,
-    step: int,
-    loss: float,
-    norm: float,
-    out_dir: str | Path | None,
-    last_ckpt: int | None,
-    t0: float,
-    info: DistInfo,
-) -> None:
-    if out_dir is not None and last_ckpt is not None:
-        kept = f"The last good checkpoint, after step {last_ckpt}, is kept in {Path(out_dir) / 'checkpoint'}"
-        kept += "; nothing after it was saved"
-        again = "then start again (or --resume from that checkpoint)"
-    else:
-        kept, again = "No checkpoint of this run had been written", "then start again"
-    message = (
-        f"training stopped: the loss became {loss} at step {step} (gradient norm {norm}, lr "
-        f"{log.steps[-1].lr:.3g}). {kept}. Lower the learning rate or lengthen the warmup, {again}."
-    )
-    log.status, log.message = "diverged", message
-    log.wall_s += time.perf_counter() - t0
-    if out_dir is not None and info.is_main:
-        _plot(log, Path(out_dir))
-    raise TrainingDiverged(message, log)
 
 
 def _plot(log: TrainLog, out_dir: Path) -> None:

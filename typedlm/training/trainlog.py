@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from typedlm.atomic import write_text_atomic
-from typedlm.errors import DataFileError, error_reason
+from typedlm.errors import DataFileError
 from typedlm.json_fields import (
     FieldError,
     describe,
@@ -36,6 +36,7 @@ from typedlm.json_fields import (
     number_field,
     str_field,
 )
+from typedlm.json_file import UnreadableJSON, read_json
 
 LOG_FORMAT = "typedlm.trainlog/1"
 _Record = TypeVar("_Record")
@@ -162,17 +163,15 @@ class TrainLog:
     def load(cls, path: str | Path) -> TrainLog:
         """Read a log that `save` wrote; anything wrong with the file is a DataFileError naming it."""
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataFileError(f"{path}: TrainLog file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataFileError(f"{path}: cannot read the TrainLog file ({error_reason(e)})") from None
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataFileError(f"{path}:{e.lineno}: not a valid TrainLog JSON file ({e.msg})") from None
-        except (ValueError, RecursionError) as e:  # an integer of too many digits; nesting too deep
-            raise DataFileError(f"{path}: not a valid TrainLog JSON file ({error_reason(e)})") from None
+            d = read_json(path)
+        except UnreadableJSON as e:
+            problem = {
+                "missing": "TrainLog file not found",
+                "unreadable": f"cannot read the TrainLog file ({e.reason})",
+                "not utf-8": f"cannot read the TrainLog file ({e.reason})",
+                "not json": f"not a valid TrainLog JSON file ({e.reason})",
+            }[e.problem]
+            raise DataFileError(f"{e.where(path)}: {problem}") from None
         if not isinstance(d, dict) or d.get("format") != LOG_FORMAT:
             found = describe(d.get("format")) if isinstance(d, dict) else describe(d)
             raise DataFileError(f"{path}: format: expected {LOG_FORMAT!r}, found {found}")
