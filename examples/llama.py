@@ -76,12 +76,12 @@ class LlamaConfig(tl.CausalConfig):
             raise tl.ConfigError(f"LlamaConfig.dropout={self.dropout!r}: a Llama has no dropout (must be 0)")
 
 
-def linear(fan_in: int, fan_out: int, generator: torch.Generator | None, std: float = INIT_STD) -> nn.Linear:
-    """A bias-free ``fan_in → fan_out`` projection with N(0, std) weights."""
-    layer = nn.Linear(fan_in, fan_out, bias=False)
+def projection(fan_in: int, fan_out: int, generator: torch.Generator | None, std: float = INIT_STD) -> nn.Parameter:
+    """The ``(fan_out, fan_in)`` weight of a bias-free projection (``F.linear``), drawn from N(0, std)."""
+    weight = nn.Parameter(torch.empty(fan_out, fan_in))
     with torch.no_grad():
-        layer.weight.normal_(0.0, std, generator=generator)
-    return layer
+        weight.normal_(0.0, std, generator=generator)
+    return weight
 
 
 def residual_std(cfg: LlamaConfig) -> float:
@@ -104,6 +104,9 @@ class RMSNorm(tl.Layer[Embedded, Embedded]):
 class Rotary(tl.Layer[AnyHeads, AnyHeads]):
     """Rotary positions (RoPE, Su et al. 2021): rotate each head's pairs ``(i, i + head_dim/2)`` by the
     angle ``position / rope_theta ** (2i / head_dim)``, for positions ``start_pos .. start_pos + seq - 1``."""
+
+    cos: Tensor
+    sin: Tensor
 
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__(cfg)
@@ -132,11 +135,11 @@ class QueryProjection(tl.Layer[Embedded, Heads]):
 
     def __init__(self, cfg: LlamaConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg)
-        self.proj = linear(cfg.d_model, cfg.heads * cfg.head_dim, generator)
+        self.weight = projection(cfg.d_model, cfg.heads * cfg.head_dim, generator)
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch heads seq head_dim"]:
         batch, seq, _ = x.shape
-        return self.proj(x).view(batch, seq, self.cfg.heads, self.cfg.head_dim).transpose(1, 2)
+        return F.linear(x, self.weight).view(batch, seq, self.cfg.heads, self.cfg.head_dim).transpose(1, 2)
 
 
 class KeyValueProjection(tl.Layer[Embedded, KVHeads]):
@@ -145,11 +148,11 @@ class KeyValueProjection(tl.Layer[Embedded, KVHeads]):
     def __init__(self, cfg: LlamaConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg)
         self.kv_heads = cfg.kv_heads
-        self.proj = linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, generator)
+        self.weight = projection(cfg.d_model, cfg.kv_heads * cfg.head_dim, generator)
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch kv_heads seq head_dim"]:
         batch, seq, _ = x.shape
-        return self.proj(x).view(batch, seq, self.kv_heads, self.cfg.head_dim).transpose(1, 2)
+        return F.linear(x, self.weight).view(batch, seq, self.kv_heads, self.cfg.head_dim).transpose(1, 2)
 
 
 class OutputProjection(tl.Layer[Heads, Embedded]):
@@ -157,11 +160,11 @@ class OutputProjection(tl.Layer[Heads, Embedded]):
 
     def __init__(self, cfg: LlamaConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg)
-        self.proj = linear(cfg.heads * cfg.head_dim, cfg.d_model, generator, residual_std(cfg))
+        self.weight = projection(cfg.heads * cfg.head_dim, cfg.d_model, generator, residual_std(cfg))
 
     def forward(self, y: Float[Tensor, "batch heads seq head_dim"]) -> Float[Tensor, "batch seq d_model"]:
         batch, heads, seq, head_dim = y.shape
-        return self.proj(y.transpose(1, 2).reshape(batch, seq, heads * head_dim))
+        return F.linear(y.transpose(1, 2).reshape(batch, seq, heads * head_dim), self.weight)
 
 
 @tl.checked
@@ -213,13 +216,13 @@ class SwiGLU(tl.Layer[Embedded, Embedded]):
 
     def __init__(self, cfg: LlamaConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg)
-        self.gate = linear(cfg.d_model, cfg.ffn_hidden, generator)
-        self.up = linear(cfg.d_model, cfg.ffn_hidden, generator)
-        self.down = linear(cfg.ffn_hidden, cfg.d_model, generator, residual_std(cfg))
+        self.gate = projection(cfg.d_model, cfg.ffn_hidden, generator)
+        self.up = projection(cfg.d_model, cfg.ffn_hidden, generator)
+        self.down = projection(cfg.ffn_hidden, cfg.d_model, generator, residual_std(cfg))
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
-        hidden: Float[Tensor, "batch seq ffn"] = F.silu(self.gate(x)) * self.up(x)
-        return self.down(hidden)
+        hidden: Float[Tensor, "batch seq ffn"] = F.silu(F.linear(x, self.gate)) * F.linear(x, self.up)
+        return F.linear(hidden, self.down)
 
 
 class LlamaBlock(tl.Layer[Embedded, Embedded]):
