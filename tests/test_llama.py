@@ -236,21 +236,21 @@ def test_bad_config_is_refused_naming_the_field(overrides: dict[str, Any], messa
 # --- training ---------------------------------------------------------------------------------------------
 
 
-def test_a_short_training_run_lowers_the_loss(tmp_path: Path) -> None:
+def test_a_short_training_run_lowers_the_loss() -> None:
     cfg = _config(vocab=256, seq_len=32, batch=8)
     tokens = np.asarray(tl.tokenizers.ByteTokenizer().encode(load_corpus(None, max_chars=20_000).text), np.uint16)
     train_tokens, val_tokens = split_tokens(tokens, 0.1)
-    tc = TrainConfig(steps=40, lr=3e-3, warmup_steps=5, eval_every=0, eval_batches=2, device="cpu", progress=False)
-    log = train(Llama(cfg), cfg, train_tokens, val_tokens, tc, out_dir=tmp_path / "run")
+    tc = TrainConfig(steps=25, lr=3e-3, warmup_steps=5, eval_every=0, eval_batches=2, device="cpu", progress=False)
+    log = train(Llama(cfg), cfg, train_tokens, val_tokens, tc)
     first, last = log.steps[0].loss, log.steps[-1].loss
     assert first > 5.0  # about ln 256: the model starts knowing nothing
-    assert last < first - 1.5, (first, last)
-    assert (tmp_path / "run" / "checkpoint").is_dir()
+    assert last < first - 1.0, (first, last)
+    assert log.final_val_loss < first - 1.0  # held-out text too: it learnt bytes, not batches
 
 
 def test_command_line_trains_and_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # TODO(integrator): drop "--kv-heads 4" once AttentionCache takes kv_heads-wide keys (see KV_CACHE_TODO).
-    argv = ["--preset", "tiny", "--kv-heads", "4", "--steps", "30", "--max-chars", "20000", "--device", "cpu"]
+    argv = ["--preset", "tiny", "--kv-heads", "4", "--steps", "10", "--max-chars", "20000", "--device", "cpu"]
     argv += ["--out", str(tmp_path / "out"), "--no-progress", "--generate", "20", "--prompt", "ROMEO:"]
     assert llama.main(argv) == 0
     out = capsys.readouterr().out
