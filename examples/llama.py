@@ -284,7 +284,15 @@ SIZE_FLAGS = ("layers", "heads", "kv_heads", "head_dim", "seq_len", "batch", "ff
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m examples.llama", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    presets = "\n".join(
+        f"  {name:5s} {', '.join(f'{k}={v}' for k, v in sizes.items())}" for name, sizes in SIZES.items()
+    )
+    p = ArgumentParser(
+        prog="python -m examples.llama",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=f"presets (with text_gpt2's training recipe of the same name):\n{presets}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", choices=sorted(SIZES), default="cpu", help="model size and training recipe")
     for flag in SIZE_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), type=int, help=f"{flag} (default: the preset's)")
@@ -313,7 +321,17 @@ def make_configs(args: argparse.Namespace, vocab: int) -> tuple[LlamaConfig, Tra
     return cfg, tc
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse flags that are wrong whatever the model, before any work."""
+    for flag, value, low in (("--generate", args.generate, 0), ("--max-chars", args.max_chars, 1)):
+        if value is not None and value < low:
+            raise tl.ConfigError(f"{flag} {value}: must be >= {low}")
+    if not args.prompt:
+        raise tl.ConfigError("--prompt '': the sample needs at least one byte to continue")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     tokenizer = tl.tokenizers.ByteTokenizer()
     cfg, tc = make_configs(args, tokenizer.vocab_size)
     corpus = load_corpus(None, max_chars=args.max_chars)

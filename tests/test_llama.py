@@ -135,6 +135,12 @@ def test_start_pos_reads_later_positions_like_hugging_face() -> None:
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+def test_the_head_is_untied_unless_asked() -> None:
+    untied, tied = Llama(_config()), Llama(_config(tie_embeddings=True))
+    assert untied.head.weight is not untied.embed.weight and not torch.equal(untied.head.weight, untied.embed.weight)
+    assert tied.head.weight is tied.embed.weight
+
+
 # --- decoding with the KV cache -------------------------------------------------------------------------
 
 
@@ -259,10 +265,22 @@ def test_command_line_trains_and_samples(tmp_path: Path, capsys: pytest.CaptureF
     assert sample.startswith("ROMEO:") and len(sample.encode()) >= len("ROMEO:") + 20
 
 
-def test_command_line_refuses_a_bad_size_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert llama.main(["--kv-heads", "3", "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert err == "llama: error: LlamaConfig.kv_heads=3: must divide heads=4 (query heads share key heads)\n"
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--kv-heads", "3"], "LlamaConfig.kv_heads=3: must divide heads=4 (query heads share key heads)"),
+        (["--heads", "0"], "--heads 0: must be >= 1"),
+        (["--steps", "0"], "--steps 0: must be an int >= 1"),
+        (["--generate", "-1"], "--generate -1: must be >= 0"),
+        (["--prompt", ""], "--prompt '': the sample needs at least one byte to continue"),
+    ],
+)
+def test_command_line_refuses_bad_flags_in_one_line(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert llama.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"llama: error: {message}\n"
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 # --- static and probe checks --------------------------------------------------------------------------
