@@ -7,6 +7,9 @@ One step is forward, loss, backward, AdamW step and ``zero_grad``. Peers, timed 
 - ``jaxtyping``: the same typed model in mode off, with every layer's ``forward`` (and the loss) wrapped
   in ``jaxtyping.jaxtyped(typechecker=beartype)`` per instance: what plain jaxtyping + beartype costs.
 
+The ``llama-cpu`` setting times the user-written Llama of ``examples/llama.py`` (grouped-query attention,
+rotary positions, SwiGLU; nanoGPT's CPU size) the same way, without an untyped peer.
+
 Method: every variant has its own model and optimiser, built from the same seed, so all of them compute
 the same losses (printed at the end of the run). After a warm-up, the variants run interleaved
 round-robin, one step each per round, with the starting variant rotated every round, so machine noise
@@ -17,7 +20,7 @@ number of threads (``--threads``, default 1: the development machine has 2 cores
 and one intra-op thread keeps the timings steadier). A micro-benchmark of one cheap layer gives the cost
 of one checked call on its own, next to the number of checked calls per step.
 
-Run: ``python -m benchmarks.check_overhead`` (at most about 2.5 minutes) or ``--quick`` (a smoke run,
+Run: ``python -m benchmarks.check_overhead`` (at most about 4 minutes) or ``--quick`` (a smoke run,
 seconds). Nothing here asserts on time; the targets are printed next to the measured ratios.
 """
 
@@ -28,6 +31,7 @@ import statistics
 import time
 import types
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +40,7 @@ from jaxtyping import Float, Int, jaxtyped
 from torch import Tensor, nn
 
 import typedlm as tl
+from examples.llama import Llama, LlamaConfig
 from typedlm.checks import Mode
 
 # --- the untyped peer: nanoGPT's model, minus dropout (the configs here have none) ----------------------
@@ -199,22 +204,28 @@ class Variant:
             return float(self.loss(self.model(ids), targets))
 
 
-def make_variants(cfg: tl.CausalConfig, with_jaxtyping: bool) -> list[Variant]:
-    """The peers, each with its own copy of the same initial weights and its own AdamW."""
+Build = Callable[[Any], tl.Layer[Any, Any]]
+"""A typed model from its config: ``tl.models.GPT2``, or the example's ``Llama``."""
+
+
+def make_variants(cfg: tl.CausalConfig, build: Build, with_jaxtyping: bool) -> list[Variant]:
+    """The peers, each with its own copy of the same initial weights and its own AdamW (the untyped
+    nanoGPT only when ``build`` is GPT-2)."""
 
     def variant(name: str, mode: Mode, model: nn.Module, loss: Callable[[Tensor, Tensor], Tensor]) -> Variant:
         return Variant(name, mode, model, loss, torch.optim.AdamW(model.parameters(), lr=1e-3))
 
     typed_loss = tl.losses.cross_entropy_indexed
     variants = [
-        variant(UNTYPED, "off", untyped_copy(tl.models.GPT2(cfg)), untyped_loss),
-        variant(OFF, "off", tl.models.GPT2(cfg), typed_loss),
-        variant(BOUNDARY, "boundary", tl.models.GPT2(cfg), typed_loss),
-        variant(FULL, "full", tl.models.GPT2(cfg), typed_loss),
+        variant(OFF, "off", build(cfg), typed_loss),
+        variant(BOUNDARY, "boundary", build(cfg), typed_loss),
+        variant(FULL, "full", build(cfg), typed_loss),
     ]
+    if build is tl.models.GPT2:
+        variants.insert(0, variant(UNTYPED, "off", untyped_copy(tl.models.GPT2(cfg)), untyped_loss))
     if with_jaxtyping:
         tl.checks.set_mode("off")
-        model = tl.models.GPT2(cfg)
+        model = build(cfg)
         wrap_with_jaxtyping(model)
         variants.append(variant(JAXTYPING, "off", model, jaxtyping_loss))
     counts = {sum(p.numel() for p in v.model.parameters()) for v in variants}
@@ -239,6 +250,7 @@ class Setting:
     budget_s: float
     full_target: float
     micro_blocks: int
+    build: Build = tl.models.GPT2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +277,7 @@ def run_setting(setting: Setting, with_jaxtyping: bool) -> Result:
     data = torch.Generator().manual_seed(1234)
     ids = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq_len), generator=data)
     targets = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq_len), generator=data)
-    variants = make_variants(cfg, with_jaxtyping)
+    variants = make_variants(cfg, setting.build, with_jaxtyping)
     first = [v.loss_now(ids, targets) for v in variants]
     assert max(first) - min(first) < 1e-5, f"the peers do not compute the same loss: {first}"
     for index in range(setting.warmup):
@@ -281,15 +293,16 @@ def run_setting(setting: Setting, with_jaxtyping: bool) -> Result:
         params=sum(p.numel() for p in variants[0].model.parameters()),
         times={v.name: v.times for v in variants},
         losses={v.name: v.loss_now(ids, targets) for v in variants},
-        checked_calls={m: checked_calls_per_step(cfg, m, ids) for m in ("full", "boundary")},
+        checked_calls={m: checked_calls_per_step(setting, m, ids) for m in ("full", "boundary")},
         per_call_s=wrapper_cost_per_call(cfg, with_jaxtyping, blocks=setting.micro_blocks),
     )
 
 
-def checked_calls_per_step(cfg: tl.CausalConfig, mode: Mode, ids: Tensor) -> int:
-    """How many calls one step checks under ``mode``: layer forwards whose class is wrapped, plus the loss."""
+def checked_calls_per_step(setting: Setting, mode: Mode, ids: Tensor) -> int:
+    """How many calls one step checks under ``mode``: layer forwards whose class is wrapped, plus the loss
+    (checked functions called inside a forward, such as the Llama's ``causal_attention``, not counted)."""
     with tl.checks.mode("off"):
-        model = tl.models.GPT2(cfg)
+        model = setting.build(setting.cfg)
         own_forward = {type(m): type(m).forward for m in model.modules()}
     calls = 0
 
@@ -375,15 +388,18 @@ def verdict_of(value: float, low: float, goal: float) -> str:
 
 
 def describe(cfg: tl.CausalConfig) -> str:
+    heads = f"{cfg.heads} heads" + (f" over {cfg.kv_heads} key/value heads" if isinstance(cfg, LlamaConfig) else "")
     return (
-        f"{cfg.layers} layers, {cfg.heads} heads × {cfg.head_dim} (d_model {cfg.d_model}), ffn {cfg.ffn_hidden}, "
+        f"{cfg.layers} layers, {heads} × {cfg.head_dim} (d_model {cfg.d_model}), ffn {cfg.ffn_hidden}, "
         f"seq {cfg.seq_len}, batch {cfg.batch}, vocab {cfg.vocab}"
     )
 
 
 def report(results: Sequence[Result], threads: int) -> str:
-    """One table: the peers as rows; per setting, median [p10 - p90] ms/step and the loss after the run."""
+    """One table: the peers as rows; per setting, median [p10 - p90] ms/step and the loss after the run
+    (a dash where a setting has no such peer)."""
     width = 38
+    peers = list(dict.fromkeys(name for r in results for name in r.times))
     lines = [
         "typedlm check overhead: ms per training step (forward, loss, backward, AdamW step, zero_grad), "
         f"torch {torch.__version__}, CPU, {threads} thread(s)",
@@ -395,9 +411,12 @@ def report(results: Sequence[Result], threads: int) -> str:
         "",
         f"{'ms/step':<22}" + "".join(f"{r.setting.name + ': median [p10 - p90]    loss':>{width}}" for r in results),
     ]
-    for name in results[0].times:
+    for name in peers:
         cells = []
         for r in results:
+            if name not in r.times:
+                cells.append("—")
+                continue
             ms = [1e3 * t for t in r.times[name]]
             median, p10, p90 = statistics.median(ms), percentile(ms, 10), percentile(ms, 90)
             cells.append(f"{median:8.3f} [{p10:8.3f} - {p90:8.3f}]  {r.losses[name]:.4f}")
@@ -410,10 +429,13 @@ def report(results: Sequence[Result], threads: int) -> str:
         + "".join(f"{r.setting.name + ': ratio (95% interval)   target':>{ratio_width}}" for r in results),
     ]
     for label, top, bottom in RATIOS:
-        if top not in results[0].times:
+        if top not in peers:
             continue
         cells = []
         for r in results:
+            if top not in r.times or bottom not in r.times:
+                cells.append(f"{'—':<35}")
+                continue
             (value, low, high), goal = paired_ratio(r.times[top], r.times[bottom]), target(r, label)
             verdict = "" if goal is None else f"≤ {goal:.2f} {verdict_of(value, low, goal)}"
             cells.append(f"{value:.3f} ({low:.3f}-{high:.3f})  {verdict:<13}")
@@ -433,12 +455,21 @@ def report(results: Sequence[Result], threads: int) -> str:
 
 
 def settings(quick: bool) -> list[Setting]:
-    """nanoGPT's CPU config and a tiny one; ``quick``: a few rounds of each."""
+    """nanoGPT's CPU config, a tiny one, and the example's Llama at the CPU size; ``quick``: a few rounds of each."""
     cpu = tl.CausalConfig(batch=12, seq_len=64, vocab=65, heads=4, head_dim=32, ffn_hidden=512, layers=4)
     tiny = tl.CausalConfig(batch=1, seq_len=16, vocab=65, heads=4, head_dim=16, ffn_hidden=256, layers=2)
+    llama = LlamaConfig(batch=12, seq_len=64, vocab=65, heads=4, kv_heads=2, head_dim=32, ffn_hidden=352, layers=4)
     if quick:
-        return [Setting("cpu", cpu, 1, 2, 3.0, 1.05, 2), Setting("tiny", tiny, 3, 20, 1.0, 1.15, 2)]
-    return [Setting("cpu", cpu, 20, 300, 70.0, 1.05, 20), Setting("tiny", tiny, 50, 3000, 35.0, 1.15, 20)]
+        return [
+            Setting("cpu", cpu, 1, 2, 3.0, 1.05, 2),
+            Setting("tiny", tiny, 3, 20, 1.0, 1.15, 2),
+            Setting("llama-cpu", llama, 1, 2, 3.0, 1.05, 2, build=Llama),
+        ]
+    return [
+        Setting("cpu", cpu, 20, 300, 70.0, 1.05, 20),
+        Setting("tiny", tiny, 50, 3000, 35.0, 1.15, 20),
+        Setting("llama-cpu", llama, 20, 300, 70.0, 1.05, 20, build=Llama),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
