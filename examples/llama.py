@@ -349,7 +349,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.generate > 0:
         prompt = torch.tensor([tokenizer.encode(args.prompt)], device=next(model.parameters()).device)
-        ids = tl.generate.generate_tokens(model, prompt, args.generate, temperature=0.8, top_k=200, seed=args.seed)
+        ids = tl.generate.generate_tokens(
+            model, prompt, args.generate, tl.Sampling(temperature=0.8, top_k=200, seed=args.seed)
+        )
         print("-" * 72 + "\n" + tokenizer.decode(ids[0].tolist()) + "\n" + "-" * 72)
     return 0
 
