@@ -71,7 +71,8 @@ def probe_config(config_type: type[Any] = CausalConfig) -> Any:
     errors: list[str] = []
     tried: list[dict[str, Any]] = []
     for base, sizes, reverse in itertools.product(bases, _OTHER_SIZES, (False, True)):
-        taken = {*base.values(), base.get("heads", 0) * base.get("head_dim", 0)}
+        taken = {v for k, v in base.items() if k not in ("batch", "layers")}  # batch and layers are no dims
+        taken.add(base.get("heads", 0) * base.get("head_dim", 0))
         free = [n for n in (reversed(sizes) if reverse else sizes) if n not in taken]
         values = {**{k: v for k, v in base.items() if k in fields}, **dict(zip(own, free, strict=False))}
         if values in tried:
