@@ -370,20 +370,32 @@ class KVProject(tl.Layer[Embedded, Embedded]):
     def __init__(self, cfg: GQAConfig) -> None:
         super().__init__(cfg)
         self.down = torch.nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim)
-        self.up = torch.nn.Linear(cfg.{kv} * cfg.head_dim, cfg.d_model)
+        self.up = torch.nn.Linear(cfg.kv_heads * cfg.head_dim, cfg.d_model)
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
         return self.up(self.down(x))
+
+
+class KVProjectBug(KVProject):
+    def __init__(self, cfg: GQAConfig) -> None:
+        super().__init__(cfg)
+        self.up = torch.nn.Linear(cfg.heads * cfg.head_dim, cfg.d_model)  # heads for kv_heads
 
 
 class LowRank(tl.Layer[Wide, Wide]):
     def __init__(self, cfg: MixerConfig) -> None:
         super().__init__(cfg)
         self.down = torch.nn.Linear(cfg.width, cfg.rank)
-        self.up = torch.nn.Linear(cfg.{rank}, cfg.width)
+        self.up = torch.nn.Linear(cfg.rank, cfg.width)
 
     def forward(self, x: Float[Tensor, "batch seq width"]) -> Float[Tensor, "batch seq width"]:
         return self.up(self.down(x))
+
+
+class LowRankBug(LowRank):
+    def __init__(self, cfg: MixerConfig) -> None:
+        super().__init__(cfg)
+        self.up = torch.nn.Linear(cfg.width, cfg.width)  # width for rank
 
 
 class Double(tl.Layer[Embedded, Embedded]):
@@ -412,15 +424,11 @@ class Unbuildable(tl.Layer[Wide, Wide]):
 
 
 def test_typedlm_check_builds_layers_of_user_configs_with_distinct_sizes(tmp_path: Path) -> None:
-    good = tmp_path / "good_user_layers.py"
-    good.write_text(textwrap.dedent(PROBED).replace("{kv}", "kv_heads").replace("{rank}", "rank"))
-    report = check([str(good)])
-    assert report.errors == [] and report.layers == 4, report.format()
+    module = tmp_path / "user_layers.py"
+    module.write_text(textwrap.dedent(PROBED))
+    report = check([str(module)])
+    assert report.layers == 6, report.format()
+    # heads for kv_heads, width for rank: caught only because the probe gives each dim its own size
+    assert {p.message.split(":")[0] for p in report.errors} == {"KVProjectBug", "LowRankBug"}, report.format()
     [skipped] = [p for p in report.problems if p.code == "skipped"]
     assert "skipped Unbuildable" in skipped.message and "Picky refuses every width" in skipped.message
-
-    # the same layers with heads for kv_heads and width for rank: only sizes unlike each other tell them apart
-    bad = tmp_path / "bad_user_layers.py"
-    bad.write_text(textwrap.dedent(PROBED).replace("{kv}", "heads").replace("{rank}", "width"))
-    found = {p.message.split(":")[0] for p in check([str(bad)]).errors}
-    assert found == {"KVProject", "LowRank"}
