@@ -120,6 +120,26 @@ def test_a_config_must_be_a_frozen_dataclass_of_the_annotated_type() -> None:
         LowRank(CFG)  # type: ignore[arg-type]  # the point: refused at runtime too
 
 
+Hidden = Literal["batch seq d_model", "hidden"]
+
+
+def test_a_users_tagged_alias_is_not_embedded_when_composed() -> None:
+    class Encode(Layer[Embedded, Hidden]):
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            return x
+
+    class Decode(Layer[Hidden, Embedded]):
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            return x
+
+    x = torch.randn(1, 2, CFG.d_model)
+    torch.testing.assert_close((Encode(CFG) >> Decode(CFG))(x), x)
+    with pytest.raises(tl.ShapeError, match=r"Encode gives hidden .* but LayerNorm takes untagged .*another meaning"):
+        Encode(CFG) >> tl.nn.LayerNorm(CFG)  # type: ignore[operator]  # the point: refused at runtime too
+    with pytest.raises(tl.ShapeError, match=r"LayerNorm gives untagged .* but Decode takes hidden"):
+        tl.nn.LayerNorm(CFG) >> Decode(CFG)  # type: ignore[operator]  # the point: refused at runtime too
+
+
 # --- 2. layer-local dims -------------------------------------------------------------------------------
 
 
