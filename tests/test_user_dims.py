@@ -211,16 +211,16 @@ def test_a_local_dim_is_checked_on_the_layers_calls_naming_its_source() -> None:
 
 def test_a_local_size_overrides_the_configs_for_that_layer_only() -> None:
     mlp = tl.nn.MLP(CFG, ffn=24)
-    assert mlp.fc.weight.shape == (24, CFG.d_model) and mlp.size("ffn") == 24
-    assert tl.nn.MLP(CFG).size("ffn") == CFG.ffn_hidden
+    assert mlp.fc.weight.shape == (24, CFG.d_model) and mlp.dim_size("ffn") == 24
+    assert tl.nn.MLP(CFG).dim_size("ffn") == CFG.ffn_hidden
     attn = tl.nn.CausalSelfAttention(CFG, heads=4)
-    assert (attn.size("heads"), attn.size("head_dim")) == (4, CFG.d_model // 4)
+    assert (attn.dim_size("heads"), attn.dim_size("head_dim")) == (4, CFG.d_model // 4)
     with pytest.raises(tl.ConfigError, match=r"CausalSelfAttention\(heads=3\): d_model = 16 .* not divisible by"):
         tl.nn.CausalSelfAttention(CFG, heads=3)
     with pytest.raises(tl.ConfigError, match=r"MLP\(ffn=0\): a layer-local dim size must be an int >= 1"):
         tl.nn.MLP(CFG, ffn=0)
     with pytest.raises(tl.ConfigError, match=r"MLP: no size for dim 'rank'"):
-        mlp.size("rank")
+        mlp.dim_size("rank")
 
 
 # --- 3. stateless layers -------------------------------------------------------------------------------

@@ -234,8 +234,8 @@ class Layer(nn.Module, Generic[In, Out]):
         _check_dim_names(cls, where, signature, tuple(env.sizes), source)
         _dims_checked.add(key)
 
-    def size(self, dim: str) -> int:
-        """This layer's size of ``dim``: a layer-local size, else its config's (``self.size("ffn")``)."""
+    def dim_size(self, dim: str) -> int:
+        """This layer's size of ``dim``: a layer-local size, else its config's (``self.dim_size("ffn")``)."""
         bound = self.dim_env.sizes.get(dim)
         if bound is None:
             known = ", ".join(self.dim_env.sizes) or "none"

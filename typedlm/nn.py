@@ -133,7 +133,7 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
 
     def __init__(self, cfg: CausalConfig, *, heads: int | None = None, seed: int = 0) -> None:
         super().__init__(cfg, **_head_sizes(cfg, heads, "CausalSelfAttention"))
-        self.heads, self.head_dim = self.size("heads"), self.size("head_dim")
+        self.heads, self.head_dim = self.dim_size("heads"), self.dim_size("head_dim")
         generator = _generator(seed, "attention")
         self.qkv = _linear(cfg.d_model, 3 * cfg.d_model, cfg, INIT_STD, generator)
         self.proj = _linear(cfg.d_model, cfg.d_model, cfg, _residual_std(cfg), generator)
@@ -192,8 +192,8 @@ class MLP(Layer[Embedded, Embedded]):
     def __init__(self, cfg: CausalConfig, *, ffn: int | None = None, seed: int = 0) -> None:
         super().__init__(cfg, **_ffn_size(ffn))
         generator = _generator(seed, "mlp")
-        self.fc = _linear(cfg.d_model, self.size("ffn"), cfg, INIT_STD, generator)
-        self.proj = _linear(self.size("ffn"), cfg.d_model, cfg, _residual_std(cfg), generator)
+        self.fc = _linear(cfg.d_model, self.dim_size("ffn"), cfg, INIT_STD, generator)
+        self.proj = _linear(self.dim_size("ffn"), cfg.d_model, cfg, _residual_std(cfg), generator)
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
         hidden: Float[Tensor, "batch seq ffn"] = F.gelu(self.fc(x), approximate="tanh")
@@ -221,7 +221,7 @@ class TransformerBlock(Layer[Embedded, Embedded]):
         self.mlp = MLP(cfg, ffn=ffn, seed=block_seed)
 
     def describe(self) -> str:
-        own = "".join(f", {name}={self.size(name)}" for name in ("heads", "ffn") if name in self.dim_env.local)
+        own = "".join(f", {name}={self.dim_size(name)}" for name in ("heads", "ffn") if name in self.dim_env.local)
         return f"TransformerBlock(index={self.index}{own})"
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:

@@ -41,7 +41,7 @@ class Mixer(Layer[Wide, Wide]):
 
     def __init__(self, cfg: MixerConfig, rank: int) -> None:
         super().__init__(cfg, rank=rank)
-        self.down = torch.nn.Linear(cfg.width, self.size("rank"))
+        self.down = torch.nn.Linear(cfg.width, self.dim_size("rank"))
 
     def forward(self, x: Float[Tensor, "batch seq width"]) -> Float[Tensor, "batch seq width"]:
         return x
