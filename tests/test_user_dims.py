@@ -64,7 +64,8 @@ class LowRank(Layer[Wide, Wide]):
         self.up = torch.nn.Linear(cfg.rank, cfg.width)
 
     def forward(self, x: Float[Tensor, "batch seq width"]) -> Float[Tensor, "batch seq width"]:
-        return self.up(self.down(x))
+        out: Tensor = self.up(self.down(x))
+        return out
 
 
 # --- 1. config-scoped user dims ----------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_a_config_must_be_a_frozen_dataclass_of_the_annotated_type() -> None:
             return x
 
     with pytest.raises(tl.ConfigError, match=r"Anything\(cfg\): cfg must be a CausalConfig, a frozen dataclass"):
-        Anything(Mutable(3))  # type: ignore[arg-type]  # the point: refused at runtime too
+        Anything(Mutable(3))  # a dataclass to mypy; not frozen
     with pytest.raises(tl.ConfigError, match=r"LowRank\(cfg\): cfg must be a MixerConfig, got CausalConfig"):
         LowRank(CFG)  # type: ignore[arg-type]  # the point: refused at runtime too
 
