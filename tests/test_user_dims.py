@@ -385,6 +385,7 @@ class MixerConfig:
     seq_len: int
     width: int
     rank: int
+    theta: float  # no default: the probe gives it one
 
 
 class KVProject(tl.Layer[Embedded, Embedded]):

@@ -67,6 +67,7 @@ def probe_config(config_type: type[Any] = CausalConfig) -> Any:
     causal = issubclass(config_type, CausalConfig)
     fields = {f.name: f for f in dataclasses.fields(config_type)}
     own = [d for d in dims if d in fields and not (causal and d in PROBE_SIZES)]
+    plain = _required_plain_fields(config_type)
     bases = [PROBE_SIZES, _PROBE_SIZES_EVEN] if causal else [{"batch": 2, "seq_len": 23}]
     errors: list[str] = []
     tried: list[dict[str, Any]] = []
@@ -74,7 +75,7 @@ def probe_config(config_type: type[Any] = CausalConfig) -> Any:
         taken = {v for k, v in base.items() if k not in ("batch", "layers")}  # batch and layers are no dims
         taken.add(base.get("heads", 0) * base.get("head_dim", 0))
         free = [n for n in (reversed(sizes) if reverse else sizes) if n not in taken]
-        values = {**{k: v for k, v in base.items() if k in fields}, **dict(zip(own, free, strict=False))}
+        values = {**plain, **{k: v for k, v in base.items() if k in fields}, **dict(zip(own, free, strict=False))}
         if values in tried:
             continue
         tried.append(values)
@@ -85,6 +86,25 @@ def probe_config(config_type: type[Any] = CausalConfig) -> Any:
         except (ValueError, ArithmeticError, AssertionError) as error:
             errors.append(f"{type(error).__name__}: {error}")
     raise CannotProbe(f"{name} refuses every probe config it was offered ({errors[0]})")
+
+
+_PLAIN_FIELD_PROBES: dict[object, object] = {float: 1.0, bool: False, str: ""}
+"""Values for a config's float, bool and str fields that have no default (a ``rope_theta: float``)."""
+
+
+def _required_plain_fields(config_type: type) -> dict[str, object]:
+    """Probe values for the float, bool and str fields of ``config_type`` that have no default."""
+    try:
+        hints = typing.get_type_hints(config_type)
+    except (NameError, TypeError):
+        return {}
+    return {
+        f.name: _PLAIN_FIELD_PROBES[hints[f.name]]
+        for f in dataclasses.fields(config_type)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and hints.get(f.name) in _PLAIN_FIELD_PROBES
+    }
 
 
 @dataclass(frozen=True)
