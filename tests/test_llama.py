@@ -201,11 +201,6 @@ def test_keys_not_shared_across_query_heads_are_refused_naming_heads() -> None:
         ForgetsToShareKeys(cfg)(torch.randn(3, 5, cfg.d_model))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kv_heads becomes a config-scoped dim (checked against cfg.kv_heads) with the user-dims branch "
-    "(issue 11, point 1); today it is bound per call. Integrator: remove this mark.",
-)
 def test_keys_with_the_query_head_count_are_refused_naming_kv_heads() -> None:
     cfg = _config(kv_heads=2)
     with pytest.raises(tl.ShapeError, match=r"kv_heads = 2 \(cfg\.kv_heads\), got kv_heads = 4"):

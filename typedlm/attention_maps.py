@@ -24,12 +24,11 @@ def attention_weights(
     attn: CausalSelfAttention, x: Float[Tensor, "batch seq d_model"]
 ) -> Float[Tensor, "batch heads seq seq"]:
     """Row ``i`` of head ``h``: how much query position ``i`` attends to each key position (rows sum to 1)."""
-    cfg = attn.cfg
     batch, seq, d_model = x.shape
     q, k, _ = attn.qkv(x).split(d_model, dim=2)
-    q = q.view(batch, seq, cfg.heads, cfg.head_dim).transpose(1, 2)
-    k = k.view(batch, seq, cfg.heads, cfg.head_dim).transpose(1, 2)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(cfg.head_dim)
+    q = q.view(batch, seq, attn.heads, attn.head_dim).transpose(1, 2)
+    k = k.view(batch, seq, attn.heads, attn.head_dim).transpose(1, 2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)
     future = torch.ones(seq, seq, dtype=torch.bool, device=x.device).triu(1)
     weights: Tensor = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
     return weights

@@ -23,6 +23,8 @@ class CausalConfig:
 
     ``batch`` is the nominal training batch (calls may use any batch); every other size is binding:
     a tensor whose last dimension is not ``d_model`` is refused by every layer built from this config.
+    A frozen subclass may add int fields (``kv_heads: int = 2``): each is a dim of that name, checked like
+    ``d_model`` in the layers whose ``__init__`` takes the subclass.
     """
 
     batch: int

@@ -1,14 +1,17 @@
 """Matching tensors against jaxtyping dimension strings, with config-scoped dims bound to their config.
 
 `TensorSpec` is one parsed annotation (``Float[Tensor, "batch seq d_model"]``); `DimEnv` holds the sizes a
-config fixes (``d_model = 64 from cfg.d_model``); `match_tensor` checks one tensor and extends the
+config fixes (``d_model = 64 from cfg.d_model``, ``kv_heads = 2 from cfg.kv_heads`` for a user's config,
+see `config_dims`) and those local to one layer; `match_tensor` checks one tensor and extends the
 per-call bindings of free dims. The matching code is plain Python over ``tensor.shape`` so that
 TorchDynamo can trace it: under ``torch.compile`` it runs once per compiled shape.
 """
 
+import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +19,8 @@ import torch
 from torch import Tensor
 
 from typedlm.config import CausalConfig
-from typedlm.errors import ShapeError
+from typedlm.errors import ConfigError, ShapeError
+from typedlm.shapes import CONFIG_DIMS
 
 
 @dataclass(frozen=True)
@@ -27,28 +31,96 @@ class Bound:
     source: str
 
 
+FREE_CONFIG_FIELDS = ("batch", "seq_len")
+"""Int fields of a config that are not dims: ``batch`` (calls may use any) and ``seq_len`` (bounds ``seq``)."""
+
+
+def is_config_type(config_type: object) -> bool:
+    """Whether ``config_type`` can configure a layer: `CausalConfig` (or a subclass), or a frozen dataclass."""
+    if not isinstance(config_type, type) or not dataclasses.is_dataclass(config_type):
+        return False
+    return issubclass(config_type, CausalConfig) or bool(config_type.__dataclass_params__.frozen)  # type: ignore[attr-defined]  # set by @dataclass
+
+
+def _int_fields(config_type: type) -> list[str]:
+    """The names of a dataclass config's fields annotated ``int`` (not ``bool``), in declaration order."""
+    try:
+        hints = typing.get_type_hints(config_type)
+    except (NameError, TypeError):  # an annotation that cannot be resolved here: read the raw ones
+        hints = {f.name: f.type for f in dataclasses.fields(config_type)}
+    return [f.name for f in dataclasses.fields(config_type) if hints.get(f.name) in (int, "int")]
+
+
+def config_dims(config_type: type) -> tuple[str, ...]:
+    """The config-scoped dim names a config type declares.
+
+    `CausalConfig`: vocab, d_model, heads, head_dim, ffn; a subclass adds its own int fields (``kv_heads``).
+    Any other frozen dataclass: its int fields but ``batch`` (free) and ``seq_len`` (the bound on ``seq``).
+    """
+    if issubclass(config_type, CausalConfig):
+        own = {f.name for f in dataclasses.fields(CausalConfig)}
+        return CONFIG_DIMS + tuple(name for name in _int_fields(config_type) if name not in own)
+    return tuple(name for name in _int_fields(config_type) if name not in FREE_CONFIG_FIELDS)
+
+
 @dataclass(frozen=True)
 class DimEnv:
-    """Config-scoped dimension sizes of one layer or composed model, and the upper bound on ``seq``."""
+    """The dimension sizes one layer (or composed model) checks, and the upper bound on ``seq``.
+
+    ``local`` names the sizes that belong to this layer only (``MLP(cfg, ffn=128)``): they are checked
+    on its calls but not unified across ``>>``/`Stack`, unlike the model-wide ones (``d_model``).
+    """
 
     sizes: dict[str, Bound] = field(default_factory=dict)
     max_seq: Bound | None = None
+    local: frozenset[str] = frozenset()
 
     @classmethod
-    def from_config(cls, cfg: CausalConfig) -> "DimEnv":
-        sizes = {
-            "vocab": Bound(cfg.vocab, "cfg.vocab"),
-            "d_model": Bound(cfg.d_model, f"cfg.d_model = heads*head_dim = {cfg.heads}*{cfg.head_dim}"),
-            "heads": Bound(cfg.heads, "cfg.heads"),
-            "head_dim": Bound(cfg.head_dim, "cfg.head_dim"),
-            "ffn": Bound(cfg.ffn_hidden, "cfg.ffn_hidden"),
-        }
-        return cls(sizes, Bound(cfg.seq_len, "cfg.seq_len"))
+    def from_config(cls, cfg: object) -> "DimEnv":
+        """The dims of ``cfg`` (see `config_dims`); none for None (a stateless layer)."""
+        if cfg is None:
+            return cls()
+        if not is_config_type(type(cfg)):
+            raise ConfigError(
+                f"cfg must be a CausalConfig, a frozen dataclass config or None, got {type(cfg).__name__}"
+            )
+        sizes: dict[str, Bound] = {}
+        if isinstance(cfg, CausalConfig):
+            sizes = {
+                "vocab": Bound(cfg.vocab, "cfg.vocab"),
+                "d_model": Bound(cfg.d_model, f"cfg.d_model = heads*head_dim = {cfg.heads}*{cfg.head_dim}"),
+                "heads": Bound(cfg.heads, "cfg.heads"),
+                "head_dim": Bound(cfg.head_dim, "cfg.head_dim"),
+                "ffn": Bound(cfg.ffn_hidden, "cfg.ffn_hidden"),
+            }
+        for name in config_dims(type(cfg)):
+            value = None if name in sizes else getattr(cfg, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                sizes[name] = Bound(value, f"cfg.{name}")
+        seq_len = getattr(cfg, "seq_len", None)
+        max_seq = Bound(seq_len, "cfg.seq_len") if isinstance(seq_len, int) and not isinstance(seq_len, bool) else None
+        return cls(sizes, max_seq)
+
+    def with_local(self, sizes: dict[str, int], owner: str) -> "DimEnv":
+        """This environment plus sizes local to the layer ``owner`` (they replace a config's size of that name)."""
+        if not sizes:
+            return self
+        added: dict[str, Bound] = {}
+        for name, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ConfigError(f"{owner}({name}={size!r}): a layer-local dim size must be an int >= 1")
+            added[name] = Bound(size, f"{owner}({name}={size})")
+        return DimEnv(self.sizes | added, self.max_seq, self.local | added.keys())
 
     def merged(self, other: "DimEnv", left: str, right: str) -> "DimEnv":
-        """One environment for ``left`` composed with ``right``; a config-scoped dim that differs is a ShapeError."""
-        sizes = dict(self.sizes)
+        """The model-wide dims of ``left`` composed with ``right``; one that differs is a ShapeError.
+
+        Layer-local dims of either side are left out: each layer keeps checking its own.
+        """
+        sizes = {name: bound for name, bound in self.sizes.items() if name not in self.local}
         for name, bound in other.sizes.items():
+            if name in other.local:
+                continue
             mine = sizes.get(name)
             if mine is None:
                 sizes[name] = bound
@@ -60,6 +132,20 @@ class DimEnv:
         candidates = [b for b in (self.max_seq, other.max_seq) if b is not None]
         max_seq = min(candidates, key=lambda b: b.size) if candidates else None
         return DimEnv(sizes, max_seq)
+
+
+def dim_names(spec: "TensorSpec") -> Iterator[tuple[str, bool]]:
+    """Each dim name ``spec`` uses, with whether it is variadic (``*lead``): ``"batch seq+1 *lead"`` gives
+    (batch, False), (seq, False), (lead, True). Sizes and ``...`` name nothing."""
+    for token in spec.dims:
+        name = token.removeprefix("#")
+        if name.startswith("*"):
+            yield name[1:], True
+        elif name.isidentifier():
+            yield name, False
+        elif name != "..." and not name.isdigit():
+            for part in re.findall(r"[A-Za-z_]\w*", name):
+                yield part, False
 
 
 _KIND_OF_CLASS = {"Float": "a floating-point", "Int": "an integer", "Bool": "a boolean", "Shaped": "any"}

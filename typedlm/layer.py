@@ -5,9 +5,11 @@ invariant on purpose: mypy then rejects ``a >> b`` when ``a``'s Out is not ``b``
 accepts only layers of type ``Layer[S, S]``. The same promise is checked three more times:
 
 - when a subclass is created: its ``forward`` annotations must state the declared ``In`` and ``Out``;
-- when layers are composed: shapes must meet and config-scoped dims (vocab, d_model, heads, head_dim,
-  ffn) must agree across all layers — at import time for a module-level model;
+- when layers are composed: shapes must meet and model-wide config-scoped dims (vocab, d_model, ...)
+  must agree across all layers — at import time for a module-level model; layer-local dims may differ;
 - on calls, by `typedlm.checks`.
+
+A dim name that nothing binds (no config field, no declaration) is refused when the class is created.
 """
 
 import inspect
@@ -21,9 +23,12 @@ from torch import Tensor, nn
 
 from typedlm.checks import CallSignature, check_mode_variable, install_layer_checks
 from typedlm.config import CausalConfig
-from typedlm.dims import DimEnv, TensorSpec
+from typedlm.dims import DimEnv, TensorSpec, config_dims, dim_names, is_config_type
 from typedlm.errors import ConfigError, ShapeError
-from typedlm.shapes import literal_dims, literal_tag
+from typedlm.shapes import FREE_DIMS, literal_dims, literal_tag
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 In = TypeVar("In", bound=str)
 Out = TypeVar("Out", bound=str)
@@ -51,12 +56,11 @@ def declared_io(cls: type) -> tuple[str, str] | None:
     return (dims_in, dims_out) if dims_in is not None and dims_out is not None else None
 
 
-def _io_tags(layer: "Layer[Any, Any]") -> tuple[str | None, str | None]:
-    """The tags of what ``layer`` takes and gives (``"logits"`` for `Logits`), where its shapes have one."""
+def _io_types(layer: "Layer[Any, Any]") -> tuple[object, object]:
+    """The shape types ``layer`` declares it takes and gives (`Logits`, ...); None where it declares none."""
     if isinstance(layer, _Sequence):
-        return _io_tags(layer[0])[0], _io_tags(layer[-1])[1]
-    types = _declared_types(type(layer))
-    return (literal_tag(types[0]), literal_tag(types[1])) if types is not None else (None, None)
+        return _io_types(layer[0])[0], _io_types(layer[-1])[1]
+    return _declared_types(type(layer)) or (None, None)
 
 
 def _dims_text(specs: tuple[TensorSpec, ...]) -> set[str]:
@@ -84,11 +88,85 @@ def _check_declared(cls: type, sig: CallSignature) -> None:
             raise ShapeError(f'{header}: {name}.forward annotates its {role} as {shown}, not "{wanted}"')
 
 
+class _Unknown:
+    """The config type of a layer whose ``__init__`` annotation cannot be read when its class is created."""
+
+
+def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool]:
+    """The config type ``cls.__init__`` takes, and whether it is annotated.
+
+    The type is its first parameter's annotation (a `CausalConfig` or frozen dataclass type, also inside
+    ``X | None``), `CausalConfig` if unannotated or inherited from `Layer`, None if it takes no
+    positional parameter (a stateless layer), else unknown.
+    """
+    init = getattr(cls, "__init__")  # noqa: B009  # mypy reads cls.__init__ as object.__init__
+    if init is Layer.__init__:
+        return CausalConfig, False
+    try:
+        parameters = list(inspect.signature(init).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return _Unknown(), False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional:
+        return (_Unknown() if any(p.kind == p.VAR_POSITIONAL for p in parameters) else None), False
+    first = positional[0]
+    if first.annotation is inspect.Parameter.empty:
+        return CausalConfig, False
+    try:
+        hint = typing.get_type_hints(init).get(first.name)
+    except Exception:  # a forward reference not defined yet: checked when the layer is built
+        return _Unknown(), False
+    for candidate in (hint, *typing.get_args(hint)):
+        if is_config_type(candidate):
+            return typing.cast(type, candidate), True
+    return _Unknown(), False
+
+
+def _check_dim_names(cls: type, where: str, sig: CallSignature, bound: Sequence[str], source: str) -> None:
+    """Refuse a dim name in ``cls.forward``'s annotations that nothing binds.
+
+    ``bound``: the names the config (``source`` names it; "" for a stateless layer) and the layer-local
+    sizes fix. Per-call names: batch, seq, ``free_dims``, ``*variadic`` inputs, and every input name of a
+    stateless layer.
+    """
+    inputs = [spec for param in sig.params for spec in param.specs]
+    input_names = [(name, variadic) for spec in inputs for name, variadic in dim_names(spec)]
+    free_dims: tuple[str, ...] = getattr(cls, "free_dims", ())
+    local_dims: tuple[str, ...] = getattr(cls, "local_dims", ())
+    per_call = [*FREE_DIMS, *free_dims, *(name for name, variadic in input_names if variadic or not source)]
+    known = set(per_call) | set(bound) | set(local_dims)
+    for spec in (*inputs, *sig.result):
+        for name, _ in dim_names(spec):
+            if name in known or name.startswith("_"):
+                continue
+            listed = list(dict.fromkeys([*per_call, *bound, *local_dims]))
+            of = f" (per call, and {source}'s)" if source else " (per call: the layer has no config)"
+            raise ShapeError(
+                f"{where}: forward annotates {spec.quoted}: unknown dim {name!r}; known: {', '.join(listed)}{of}. "
+                f"Declare it as an int field of the config, as local_dims = ({name!r},) with "
+                f"super().__init__(cfg, {name}=...), or as free_dims = ({name!r},) to bind it per call"
+            )
+
+
 class Layer(nn.Module, Generic[In, Out]):
-    """An ``nn.Module`` from shape ``In`` to shape ``Out``, built from a `CausalConfig`.
+    """An ``nn.Module`` from shape ``In`` to shape ``Out``, built from a config (or none, if stateless).
 
     A subclass declares ``Layer[In, Out]``, calls ``super().__init__(cfg)`` and annotates ``forward``
-    with the same shapes. Set ``boundary = True`` on model-level classes to keep them checked in
+    with the same shapes. The dim names in those annotations are:
+
+    - ``batch`` and ``seq``, bound per call (``seq`` at most the config's ``seq_len``);
+    - config-scoped, fixed by ``cfg``: for a `CausalConfig`, vocab, d_model, heads, head_dim and ffn, plus
+      every int field a subclass adds (``kv_heads``); for any other frozen dataclass config, its int fields
+      but ``batch`` and ``seq_len``. Annotate ``__init__``'s ``cfg`` with the config's type so the names
+      are known when the class is created;
+    - layer-local: ``super().__init__(cfg, heads=4, ffn=1024)`` sets sizes for this layer only (they are
+      not unified across ``>>``/`Stack`, so blocks of different widths compose); a name no config has
+      is declared in ``local_dims = ("rope_dim",)``;
+    - per call, declared in ``free_dims = ("kv_seq",)``; and any ``_``-prefixed name;
+    - for a stateless layer (``super().__init__()``, no config), every name its inputs use, bound per call.
+
+    Any other name is a ShapeError when the class is created (or, if its config type cannot be read
+    then, when it is built). Set ``boundary = True`` on model-level classes to keep them checked in
     ``boundary`` mode, and ``causal = False`` on a layer that may look at later positions.
     """
 
@@ -96,25 +174,74 @@ class Layer(nn.Module, Generic[In, Out]):
     causal: ClassVar[bool] = True
     """Whether no output at a position depends on a later position; `typedlm check` verifies it.
     A deliberately non-causal layer (a bidirectional encoder, a pooling layer) sets it False."""
+    free_dims: ClassVar[tuple[str, ...]] = ()
+    """Dim names bound per call, like ``batch`` (``("kv_seq",)``)."""
+    local_dims: ClassVar[tuple[str, ...]] = ()
+    """Dim names whose size each instance passes to ``super().__init__(cfg, name=size)``."""
+    cfg: Any
+    """The config the layer was built from; None for a stateless layer."""
     _typedlm_signature: CallSignature
+    _typedlm_config_type: ClassVar[type | None] = None
+    """The config type ``__init__`` annotates its ``cfg`` with; building with another is a ConfigError."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        config_type, annotated = _init_config_type(cls)
+        cls._typedlm_config_type = config_type if annotated and isinstance(config_type, type) else None
         if "forward" not in cls.__dict__:
             return
         signature = CallSignature.of(cls.__dict__["forward"], method=True)
         _check_declared(cls, signature)
+        if not isinstance(config_type, _Unknown):
+            bound = config_dims(config_type) if config_type is not None else ()
+            source = config_type.__name__ if config_type is not None else ""
+            _check_dim_names(cls, f"class {cls.__qualname__}", signature, bound, source)
         cls._typedlm_signature = signature
         install_layer_checks(cls, boundary=cls.boundary)
 
-    def __init__(self, cfg: CausalConfig) -> None:
+    def __init__(self, cfg: "DataclassInstance | None" = None, **local_sizes: int) -> None:
+        """``cfg``: a `CausalConfig` (or subclass), another frozen dataclass, or None for a stateless layer;
+        ``local_sizes``: this layer's own sizes of dims (``heads=4``), which win over the config's."""
         super().__init__()
         check_mode_variable()
-        if not isinstance(cfg, CausalConfig):
-            raise ConfigError(f"{type(self).__name__}(cfg): cfg must be a CausalConfig, got {type(cfg).__name__}")
+        name = type(self).__name__
+        wanted = type(self)._typedlm_config_type
+        if cfg is not None and wanted is not None and not isinstance(cfg, wanted):
+            raise ConfigError(f"{name}(cfg): cfg must be a {wanted.__name__}, got {type(cfg).__name__}")
+        try:
+            env = DimEnv.from_config(cfg)
+        except ConfigError as error:
+            raise ConfigError(f"{name}(cfg): {error}") from None
         self.cfg = cfg
-        self.dim_env = DimEnv.from_config(cfg)
+        self.dim_env = env.with_local(local_sizes, name)
         self._typedlm_passed: set[tuple[Any, ...]] = set()
+        self._check_built_dims()
+
+    def _check_built_dims(self) -> None:
+        """Every declared local dim has a size, and every annotated dim is known for this config."""
+        cls, env = type(self), self.dim_env
+        missing = [n for n in cls.local_dims if n not in env.sizes]
+        if missing:
+            raise ConfigError(
+                f"{cls.__name__}: local dim {missing[0]!r} has no size: pass super().__init__(cfg, {missing[0]}=...)"
+            )
+        signature: CallSignature | None = getattr(cls, "_typedlm_signature", None)
+        key = (cls, frozenset(env.sizes), self.cfg is None)
+        if signature is None or key in _dims_checked:
+            return
+        source, where = (
+            (type(self.cfg).__name__, f"{cls.__name__}(cfg)") if self.cfg is not None else ("", f"{cls.__name__}()")
+        )
+        _check_dim_names(cls, where, signature, tuple(env.sizes), source)
+        _dims_checked.add(key)
+
+    def dim_size(self, dim: str) -> int:
+        """This layer's size of ``dim``: a layer-local size, else its config's (``self.dim_size("ffn")``)."""
+        bound = self.dim_env.sizes.get(dim)
+        if bound is None:
+            known = ", ".join(self.dim_env.sizes) or "none"
+            raise ConfigError(f"{self.describe()}: no size for dim {dim!r} (its dims: {known})")
+        return bound.size
 
     def describe(self) -> str:
         """How errors name this layer, e.g. ``TransformerBlock(index=3)``."""
@@ -138,8 +265,11 @@ def _check_meets(left: Layer[Any, Any], right: Layer[Any, Any]) -> None:
             f"cannot compose {left.describe()} >> {right.describe()}: {left.describe()} gives "
             f"{' | '.join(sorted(produced))!r} but {right.describe()} takes {' | '.join(sorted(accepted))!r}"
         )
-    gives, takes = _io_tags(left)[1], _io_tags(right)[0]
-    if gives is not None and takes is not None and gives != takes:
+    gives_type, takes_type = _io_types(left)[1], _io_types(right)[0]
+    if literal_dims(gives_type) is None or literal_dims(takes_type) is None:
+        return  # a layer still generic in its shapes: no tag to compare
+    gives, takes = literal_tag(gives_type) or "untagged", literal_tag(takes_type) or "untagged"
+    if gives != takes:
         raise ShapeError(
             f"cannot compose {left.describe()} >> {right.describe()}: {left.describe()} gives {gives} "
             f"{' | '.join(sorted(produced))!r} but {right.describe()} takes {takes} (same dims, another meaning)"
@@ -152,7 +282,7 @@ class _Sequence(Layer[In, Out]):
     def __init__(self, layers: Sequence[Layer[Any, Any]], *, label: str) -> None:
         if not layers:
             raise ConfigError(f"{label}: needs at least one layer")
-        super().__init__(layers[0].cfg)
+        super().__init__(next((layer.cfg for layer in layers if layer.cfg is not None), None))
         env = layers[0].dim_env
         for left, right in itertools.pairwise(layers):
             _check_meets(left, right)
@@ -184,6 +314,10 @@ class _Sequence(Layer[In, Out]):
 
     def __getitem__(self, index: int) -> Layer[Any, Any]:
         return typing.cast("Layer[Any, Any]", self.layers[index])
+
+
+_dims_checked: set[tuple[type, frozenset[str], bool]] = set()
+"""(layer class, dim names, stateless) whose forward annotations `Layer._check_built_dims` has checked."""
 
 
 def _decoding_args(layer: Layer[Any, Any]) -> tuple[bool, bool]:

@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from typedlm.config import CausalConfig
-from typedlm.errors import ShapeError
+from typedlm.errors import ConfigError, ShapeError
 from typedlm.kv_cache import AttentionCache
 from typedlm.layer import Layer, Stack
 from typedlm.shapes import Embedded, Logits, OneHot, TokenIds
@@ -63,6 +63,8 @@ def _linear(fan_in: int, fan_out: int, cfg: CausalConfig, std: float, generator:
 class TokenEmbedding(Layer[TokenIds, Embedded]):
     """Token ids → rows of the ``(vocab, d_model)`` table, by gather."""
 
+    cfg: CausalConfig
+
     def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
         super().__init__(cfg)
         self.weight = nn.Parameter(torch.empty(cfg.vocab, cfg.d_model))
@@ -92,6 +94,8 @@ class PositionalEmbedding(Layer[Embedded, Embedded]):
     ``j`` is at position ``start_pos + j - pad[row]`` (a pad column reads position 0; attention ignores it).
     """
 
+    cfg: CausalConfig
+
     def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
         super().__init__(cfg)
         self.weight = nn.Parameter(torch.empty(cfg.seq_len, cfg.d_model))
@@ -116,6 +120,8 @@ class PositionalEmbedding(Layer[Embedded, Embedded]):
 class LayerNorm(Layer[Embedded, Embedded]):
     """LayerNorm over ``d_model`` with a gain and (if ``cfg.bias``) a bias."""
 
+    cfg: CausalConfig
+
     def __init__(self, cfg: CausalConfig) -> None:
         super().__init__(cfg)
         self.weight = nn.Parameter(torch.ones(cfg.d_model))
@@ -131,10 +137,14 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
     With a `AttentionCache` attached (``self.cache``, see `GPT2.kv_cache`), a call appends its keys and
     values to the cache and attends over every cached position, so decoding one token costs one position.
     With ``pad`` (left-pad counts, one per row) no query attends to a row's first ``pad[row]`` keys.
+    ``heads`` (default ``cfg.heads``) is local to this layer: ``head_dim = d_model // heads``.
     """
 
-    def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
-        super().__init__(cfg)
+    cfg: CausalConfig
+
+    def __init__(self, cfg: CausalConfig, *, heads: int | None = None, seed: int = 0) -> None:
+        super().__init__(cfg, **_head_sizes(cfg, heads, "CausalSelfAttention"))
+        self.heads, self.head_dim = self.dim_size("heads"), self.dim_size("head_dim")
         generator = _generator(seed, "attention")
         self.qkv = _linear(cfg.d_model, 3 * cfg.d_model, cfg, INIT_STD, generator)
         self.proj = _linear(cfg.d_model, cfg.d_model, cfg, _residual_std(cfg), generator)
@@ -142,7 +152,7 @@ class CausalSelfAttention(Layer[Embedded, Embedded]):
 
     def _split_heads(self, t: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch heads seq head_dim"]:
         batch, seq, _ = t.shape
-        return t.view(batch, seq, self.cfg.heads, self.cfg.head_dim).transpose(1, 2)
+        return t.view(batch, seq, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(
         self, x: Float[Tensor, "batch seq d_model"], pad: Int[Tensor, " batch"] | None = None
@@ -179,19 +189,40 @@ def padded_causal_mask(seq: int, total: int, pad: Int[Tensor, " batch"]) -> Bool
     return ((real & (keys <= queries)) | (keys == queries))[:, None]
 
 
+def _head_sizes(cfg: CausalConfig, heads: int | None, layer: str) -> dict[str, int]:
+    """Layer-local ``heads`` and ``head_dim = d_model // heads``; none when ``heads`` is None (the config's)."""
+    if heads is None or not isinstance(cfg, CausalConfig):  # a wrong cfg is refused by Layer.__init__
+        return {}
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ConfigError(f"{layer}(heads={heads!r}): must be an int >= 1")
+    if cfg.d_model % heads:
+        raise ConfigError(
+            f"{layer}(heads={heads}): d_model = {cfg.d_model} (cfg.d_model) is not divisible by heads = {heads}"
+        )
+    return {"heads": heads, "head_dim": cfg.d_model // heads}
+
+
+def _ffn_size(ffn: int | None) -> dict[str, int]:
+    """Layer-local ``ffn``; none when ``ffn`` is None (the config's ``ffn_hidden``)."""
+    return {} if ffn is None else {"ffn": ffn}
+
+
 def _dropout(x: Tensor, p: float) -> Tensor:
     """Residual dropout; free when ``p`` is 0 (evaluation, or a config without dropout)."""
     return F.dropout(x, p, training=True) if p > 0.0 else x
 
 
 class MLP(Layer[Embedded, Embedded]):
-    """``d_model → ffn → d_model`` with GELU (tanh approximation), as in GPT-2."""
+    """``d_model → ffn → d_model`` with GELU (tanh approximation), as in GPT-2; ``ffn`` (default
+    ``cfg.ffn_hidden``) is local to this layer."""
 
-    def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
-        super().__init__(cfg)
+    cfg: CausalConfig
+
+    def __init__(self, cfg: CausalConfig, *, ffn: int | None = None, seed: int = 0) -> None:
+        super().__init__(cfg, **_ffn_size(ffn))
         generator = _generator(seed, "mlp")
-        self.fc = _linear(cfg.d_model, cfg.ffn_hidden, cfg, INIT_STD, generator)
-        self.proj = _linear(cfg.ffn_hidden, cfg.d_model, cfg, _residual_std(cfg), generator)
+        self.fc = _linear(cfg.d_model, self.dim_size("ffn"), cfg, INIT_STD, generator)
+        self.proj = _linear(self.dim_size("ffn"), cfg.d_model, cfg, _residual_std(cfg), generator)
 
     def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
         hidden: Float[Tensor, "batch seq ffn"] = F.gelu(self.fc(x), approximate="tanh")
@@ -199,19 +230,28 @@ class MLP(Layer[Embedded, Embedded]):
 
 
 class TransformerBlock(Layer[Embedded, Embedded]):
-    """Pre-LN block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``. Seeded with ``seed + index * seed_stride``."""
+    """Pre-LN block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``. Seeded with ``seed + index * seed_stride``.
 
-    def __init__(self, cfg: CausalConfig, *, index: int, seed: int = 0) -> None:
-        super().__init__(cfg)
+    ``heads`` and ``ffn`` (default: the config's) are this block's own, so blocks of different widths
+    at one ``d_model`` stack.
+    """
+
+    cfg: CausalConfig
+
+    def __init__(
+        self, cfg: CausalConfig, *, index: int, heads: int | None = None, ffn: int | None = None, seed: int = 0
+    ) -> None:
+        super().__init__(cfg, **_head_sizes(cfg, heads, "TransformerBlock"), **_ffn_size(ffn))
         self.index = index
         block_seed = seed + index * cfg.seed_stride
         self.ln_1 = LayerNorm(cfg)
-        self.attn = CausalSelfAttention(cfg, seed=block_seed)
+        self.attn = CausalSelfAttention(cfg, heads=heads, seed=block_seed)
         self.ln_2 = LayerNorm(cfg)
-        self.mlp = MLP(cfg, seed=block_seed)
+        self.mlp = MLP(cfg, ffn=ffn, seed=block_seed)
 
     def describe(self) -> str:
-        return f"TransformerBlock(index={self.index})"
+        own = "".join(f", {name}={self.dim_size(name)}" for name in ("heads", "ffn") if name in self.dim_env.local)
+        return f"TransformerBlock(index={self.index}{own})"
 
     def forward(
         self, x: Float[Tensor, "batch seq d_model"], pad: Int[Tensor, " batch"] | None = None

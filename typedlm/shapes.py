@@ -19,7 +19,9 @@ Logits = Literal["batch seq vocab", "logits"]
 """``(batch, seq, vocab)`` unnormalised next-token scores."""
 
 CONFIG_DIMS: tuple[str, ...] = ("vocab", "d_model", "heads", "head_dim", "ffn")
-"""Dimensions bound to a layer's config: every call must use the config's size."""
+"""Dimensions bound to a `CausalConfig`: every call must use the config's size. A user's config adds its
+own (its int fields, `typedlm.dims.config_dims`); a user's aliases are written like the ones above, with a
+tag when their dims are another alias's (``Hidden = Literal["batch seq d_model", "hidden"]``)."""
 FREE_DIMS: tuple[str, ...] = ("batch", "seq")
 """Dimensions bound per call; ``seq`` is at most the config's ``seq_len``."""
 

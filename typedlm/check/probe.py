@@ -9,13 +9,14 @@ no meta kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import re
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +24,7 @@ from torch.func import functional_call
 
 from typedlm.checks import CallSignature, Param
 from typedlm.config import CausalConfig
-from typedlm.dims import DimEnv, TensorSpec
+from typedlm.dims import DimEnv, TensorSpec, config_dims, is_config_type
 from typedlm.layer import Layer
 
 PROBE_SIZES: dict[str, Any] = dict(batch=2, seq_len=23, vocab=37, heads=3, head_dim=6, ffn_hidden=28, layers=2)
@@ -38,12 +39,72 @@ class CannotProbe(Exception):
     """This target cannot be probed (its constructor or a parameter needs more than typedlm can make)."""
 
 
-def probe_config(config_type: type[CausalConfig] = CausalConfig) -> CausalConfig:
-    """The probe config, of ``config_type`` (a `CausalConfig` subclass whose other fields have defaults)."""
+C = TypeVar("C")
+
+_PROBE_SIZES_EVEN: dict[str, Any] = dict(batch=2, seq_len=23, vocab=37, heads=4, head_dim=8, ffn_hidden=28, layers=2)
+"""A second probe for configs that refuse 3 heads (a ``kv_heads`` that must divide ``heads``): d_model = 32."""
+
+_OTHER_SIZES = ((5, 7, 11, 13, 17, 19, 29, 31, 41, 43, 47, 53), (2, 6, 10, 12, 14, 16, 20, 22, 24, 26, 30, 34))
+"""Sizes for a config's other int fields, tried in these orders (and reversed): odd ones unlike every probe
+size, then even ones for fields that must divide or be divided by another."""
+
+
+@overload
+def probe_config() -> CausalConfig: ...
+@overload
+def probe_config(config_type: type[C]) -> C: ...
+def probe_config(config_type: type[Any] = CausalConfig) -> Any:
+    """The probe config of ``config_type``: a `CausalConfig` (or subclass) or another frozen dataclass.
+
+    A `CausalConfig` gets `PROBE_SIZES`; every other int field that is a dim (``kv_heads``, or every int
+    field of another dataclass but ``batch``/``seq_len``) gets a size unlike the others. If the config's
+    own validation refuses that assignment, a few others are tried; CannotProbe if none passes.
+    """
+    name = config_type.__name__
+    if not is_config_type(config_type):
+        raise CannotProbe(f"cannot make a probe {name}: not a CausalConfig or a frozen dataclass")
+    dims = config_dims(config_type)
+    causal = issubclass(config_type, CausalConfig)
+    fields = {f.name: f for f in dataclasses.fields(config_type)}
+    own = [d for d in dims if d in fields and not (causal and d in PROBE_SIZES)]
+    plain = _required_plain_fields(config_type)
+    bases = [PROBE_SIZES, _PROBE_SIZES_EVEN] if causal else [{"batch": 2, "seq_len": 23}]
+    errors: list[str] = []
+    tried: list[dict[str, Any]] = []
+    for base, sizes, reverse in itertools.product(bases, _OTHER_SIZES, (False, True)):
+        taken = {v for k, v in base.items() if k not in ("batch", "layers")}  # batch and layers are no dims
+        taken.add(base.get("heads", 0) * base.get("head_dim", 0))
+        free = [n for n in (reversed(sizes) if reverse else sizes) if n not in taken]
+        values = {**plain, **{k: v for k, v in base.items() if k in fields}, **dict(zip(own, free, strict=False))}
+        if values in tried:
+            continue
+        tried.append(values)
+        try:
+            return config_type(**values)
+        except TypeError as error:  # a field with no default that is not a size
+            raise CannotProbe(f"cannot make a probe {name}: {error}") from None
+        except (ValueError, ArithmeticError, AssertionError) as error:
+            errors.append(f"{type(error).__name__}: {error}")
+    raise CannotProbe(f"{name} refuses every probe config it was offered ({errors[0]})")
+
+
+_PLAIN_FIELD_PROBES: dict[object, object] = {float: 1.0, bool: False, str: ""}
+"""Values for a config's float, bool and str fields that have no default (a ``rope_theta: float``)."""
+
+
+def _required_plain_fields(config_type: type) -> dict[str, object]:
+    """Probe values for the float, bool and str fields of ``config_type`` that have no default."""
     try:
-        return config_type(**PROBE_SIZES)
-    except TypeError as error:
-        raise CannotProbe(f"cannot make a probe {config_type.__name__}: {error}") from None
+        hints = typing.get_type_hints(config_type)
+    except (NameError, TypeError):
+        return {}
+    return {
+        f.name: _PLAIN_FIELD_PROBES[hints[f.name]]
+        for f in dataclasses.fields(config_type)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and hints.get(f.name) in _PLAIN_FIELD_PROBES
+    }
 
 
 @dataclass(frozen=True)
@@ -126,30 +187,39 @@ def probe_tensor(
 # --- building layers ---------------------------------------------------------------------------------
 
 
-def _config_type(cls: type[Layer[Any, Any]]) -> type[CausalConfig]:
-    """The config class ``cls.__init__`` asks for (a `CausalConfig` subclass), else `CausalConfig`."""
+def _config_type(cls: type[Layer[Any, Any]]) -> type[Any]:
+    """The config class ``cls.__init__`` asks for (a `CausalConfig` subclass or a frozen dataclass), else
+    `CausalConfig`."""
     try:
         hints = typing.get_type_hints(cls.__init__)
         names = list(inspect.signature(cls.__init__).parameters)
     except (NameError, TypeError, ValueError):
         return CausalConfig
     wanted = hints.get(names[1]) if len(names) > 1 else None
-    return wanted if isinstance(wanted, type) and issubclass(wanted, CausalConfig) else CausalConfig
+    found = [t for t in (wanted, *typing.get_args(wanted)) if is_config_type(t)]
+    return typing.cast(type[Any], found[0]) if found else CausalConfig
 
 
 def build_layer(cls: type[Layer[Any, Any]]) -> Layer[Any, Any]:
-    """``cls(probe config)``; CannotProbe if its constructor needs more than a config or it is abstract."""
+    """``cls(probe config)``, or ``cls()`` for a stateless layer; CannotProbe if its constructor needs more
+    than a config or it is abstract."""
     if inspect.isabstract(cls):
         raise CannotProbe("it is abstract")
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    takes_config = bool(parameters) and parameters[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+    )
     required = [
-        p.name for p in parameters[1:] if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        p.name
+        for p in parameters[1 if takes_config else 0 :]
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
-    if not parameters or required:
-        needs = ", ".join(required) if required else "no config"
-        raise CannotProbe(f"its constructor needs more than a config ({needs})")
+    if required:
+        raise CannotProbe(f"its constructor needs more than a config ({', '.join(required)})")
     torch.manual_seed(0)
-    return cls(probe_config(_config_type(cls)))
+    return cls(probe_config(_config_type(cls))) if takes_config else cls()
 
 
 # --- calls -------------------------------------------------------------------------------------------
