@@ -137,7 +137,9 @@ def token_cache(
     specials = "all" if allowed == "all" else repr(sorted(allowed))
     key = _corpus_key(sources, f"{tokenizer.fingerprint}\0{specials}", full_hash)
     label = name or (sources[0].name if sources else "empty")
-    cache_file = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{label}.{key.hex()[:20]}.tokens"
+    cache_file = (
+        Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ) / f"{label}.{key.hex()[:20]}.tokens"
 
     def build() -> Iterator[npt.NDArray[np.uint16]]:
         _check_utf8(sources)
@@ -239,7 +241,9 @@ def _check_utf8(sources: Sequence[Path], block: int = 1 << 24) -> None:
                     _, used = codecs.utf_8_decode(data, "strict", not raw)
                 except UnicodeDecodeError as err:
                     bad = position + err.start
-                    raise DataFileError(f"{source}:{_line_of(file, bad)}: not valid UTF-8 (byte offset {bad})") from None
+                    raise DataFileError(
+                        f"{source}:{_line_of(file, bad)}: not valid UTF-8 (byte offset {bad})"
+                    ) from None
                 carry, position = data[used:], position + used
                 if not raw:
                     break
