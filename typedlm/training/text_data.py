@@ -15,6 +15,7 @@ where a 50,257-way head costs most of a small model's time; on a GPU the default
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,21 @@ def base_tokenizer(bpe_vocab: str | Path | None = None, bpe_merges: str | Path |
     if bpe_vocab is None or bpe_merges is None:
         return ByteTokenizer()
     return GPT2BPE.from_files(bpe_vocab, bpe_merges)
+
+
+def corpus_alphabet(source: Corpus | CorpusFiles, block: int = 1 << 24) -> str:
+    """The sorted characters of ``source`` (a `CharTokenizer`'s alphabet), read in blocks of ``block``
+    bytes: memory does not grow with the corpus."""
+    if isinstance(source, Corpus):
+        return "".join(sorted(set(source.text)))
+    chars: set[str] = set()
+    for path in source.files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with open(path, "rb") as file:
+            while raw := file.read(block):
+                chars.update(decoder.decode(raw))
+            chars.update(decoder.decode(b"", final=True))
+    return "".join(sorted(chars))
 
 
 def choose_local_vocab(
