@@ -151,7 +151,7 @@ def test_a_cached_start_reads_no_text_and_encodes_nothing(tmp_path: Path, monkey
     monkeypatch.setattr(cc, "_check_utf8", never)
     cached = cc.token_cache(big, ByteTokenizer(), cache_dir=tmp_path / "cache", progress=False)
     assert isinstance(cached.tokens, np.memmap) and cached.tokens.tolist() == expected
-    assert read[str(big)] <= cc.SAMPLES * cc.SAMPLE_BYTES < big.stat().st_size / 3  # only the key's samples
+    assert read[str(big)] <= cc.SAMPLE_BUDGET < big.stat().st_size / 3  # only the key's samples
 
 
 class SlowRecordingBPE(GPT2BPE):

@@ -9,8 +9,8 @@ whatever the corpus size: no process holds more than a few chunks of text or ids
 A cache is written once per corpus and tokenizer: a process that finds it missing takes a lock on
 the cache folder, so other processes (the other ranks of a ``torchrun`` job) wait and then map the
 finished file. A cached start maps the tokens and reads none of the text: the key comes from each
-file's name, size and modification time plus a hash of samples of its content (``full_hash=True``
-hashes every byte).
+file's name, size and modification time plus a hash of samples of its content, at most about
+`SAMPLE_BUDGET` bytes in all (``full_hash=True`` hashes every byte).
 
 Cache file layout (little-endian): a 128-byte header — magic ``TLMTOK02``, token count (u64),
 vocabulary size (u64), cache key (32 bytes), sha256 of the token bytes (32 bytes), zero padding —
@@ -52,8 +52,9 @@ _HEADER = struct.Struct("<8sQQ32s32s")
 HEADER_BYTES = 128
 MAX_VOCAB = 1 << 16  # ids 0..65535 fit in uint16
 SAMPLES = 16
-"""Blocks of `SAMPLE_BYTES` hashed per file for the cache key (a file up to 1 MiB is hashed whole)."""
-SAMPLE_BYTES = 1 << 16
+"""Blocks hashed per file for the cache key (a file no larger than its share of `SAMPLE_BUDGET` is hashed whole)."""
+SAMPLE_BUDGET = 1 << 20
+"""Bytes of content the cache key reads at most across a corpus (but at least 4 KiB a file)."""
 
 Segment = tuple[int, int, int]
 """``(file index, start byte, end byte)``: a piece of one file."""
@@ -215,17 +216,19 @@ def _cuts(data: bytes | mmap.mmap, first: int, chunk_bytes: int) -> Iterator[tup
 def _corpus_key(sources: Sequence[Path], recipe: str, full_hash: bool) -> bytes:
     """Names, sizes, modification times and sampled (or full) content of ``sources``, and ``recipe``."""
     key = hashlib.sha256(f"typedlm token cache v2\0{recipe}\0{len(sources)}\0".encode())
+    share = max(4096, SAMPLE_BUDGET // max(len(sources), 1))
     for source in sources:
         info = source.stat()
         key.update(f"{source.name}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
         with open(source, "rb") as file:
-            if full_hash or info.st_size <= SAMPLES * SAMPLE_BYTES:
+            if full_hash or info.st_size <= share:
                 key.update(hashlib.file_digest(file, "sha256").digest())
                 continue
-            step = (info.st_size - SAMPLE_BYTES) // (SAMPLES - 1)
+            block = share // SAMPLES
+            step = (info.st_size - block) // (SAMPLES - 1)
             for k in range(SAMPLES):
                 file.seek(k * step)
-                key.update(file.read(SAMPLE_BYTES))
+                key.update(file.read(block))
     return key.digest()
 
 
