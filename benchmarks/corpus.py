@@ -61,19 +61,16 @@ def generate_corpus(folder: Path, megabytes: int) -> None:
     rng = np.random.default_rng(SEED)
     syllables = [a + b for a in ("", "b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "th", "w")
                  for b in ("a", "e", "i", "o", "u", "ea", "ou", "an", "er", "in", "on", "st", "ing", "ed")]  # fmt: skip
-    words: list[str] = []
-    seen: set[str] = set()
-    while len(words) < 60_000:
-        word = "".join(rng.choice(syllables, size=int(rng.integers(1, 5))))
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
+    counts, parts = rng.integers(1, 5, size=200_000).tolist(), rng.integers(0, len(syllables), size=(200_000, 4))
+    candidates = ("".join(syllables[k] for k in row[:n]) for n, row in zip(counts, parts.tolist(), strict=True))
+    words = list(dict.fromkeys(candidates))[:60_000]  # distinct, in order of appearance
     words.sort(key=len)  # frequent words are short (Zipf's law of abbreviation) ...
-    words = [*COMMON, *(w for w in words if w not in COMMON)][:60_000]  # ... and the commonest are English
+    common = set(COMMON)
+    words = [*COMMON, *(w for w in words if w not in common)][:60_000]  # ... and the commonest are English
     frequency = 1.0 / (np.arange(len(words)) + 2.7) ** 1.07
-    picks = rng.choice(len(words), size=300_000 * 16, p=frequency / frequency.sum())
-    lengths = rng.integers(4, 29, size=300_000)
-    ends = rng.choice([".", ".", ".", "!", "?", ";", ",", ":"], size=300_000)
+    picks = rng.choice(len(words), size=300_000 * 16, p=frequency / frequency.sum()).tolist()
+    lengths = rng.integers(4, 29, size=300_000).tolist()
+    ends = rng.choice([".", ".", ".", "!", "?", ";", ",", ":"], size=300_000).tolist()
     sentences: list[str] = []
     position = 0
     for length, end in zip(lengths, ends, strict=True):
@@ -88,8 +85,8 @@ def generate_corpus(folder: Path, megabytes: int) -> None:
         size = 0
         while size < FILE_BYTES:
             count = int(rng.integers(20, 400))
-            chosen_ids = rng.integers(0, len(sentences), size=count)
-            breaks = rng.random(count) < 0.2
+            chosen_ids = rng.integers(0, len(sentences), size=count).tolist()
+            breaks = (rng.random(count) < 0.2).tolist()
             document = "".join(sentences[i] + ("\n\n" if b else " ") for i, b in zip(chosen_ids, breaks, strict=True))
             documents.append(document.rstrip() + "\n")
             size += len(document)
