@@ -27,16 +27,13 @@ from typing import Any
 import torch
 
 import typedlm as tl
-from typedlm.cli import ArgumentParser, renamed_field, run_main
+from typedlm.cli import ArgumentParser, run_main
 from typedlm.tokenizers import LocalTokenizer, Tokenizer
 from typedlm.training import (
-    PRESETS,
-    TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
     check_run_dir,
     find_checkpoint,
-    get_preset,
     load_corpus,
     resolve_device,
     split_tokens,
@@ -44,8 +41,15 @@ from typedlm.training import (
 )
 from typedlm.training.batches import check_windows
 from typedlm.training.corpus import Corpus, CorpusError, CorpusFiles, find_corpus_files
-from typedlm.training.device import DTYPES, autocast_dtype
+from typedlm.training.device import autocast_dtype
 from typedlm.training.distributed import destroy_process_group, dist_info_from_env
+from typedlm.training.flags import (
+    HelpFormatter,
+    add_model_flags,
+    add_training_flags,
+    configs_from_flags,
+    presets_epilog,
+)
 from typedlm.training.preflight import (
     check_environment,
     check_input_file,
@@ -61,43 +65,13 @@ from typedlm.training.text_data import (
     prepare_text_data,
 )
 
-SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
-TRAIN_FLAGS = (
-    "steps",
-    "lr",
-    "min_lr",
-    "warmup_steps",
-    "weight_decay",
-    "grad_clip",
-    "grad_accum",
-    "eval_every",
-    "eval_batches",
-    "log_every",
-    "checkpoint_every",
-)
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Show ``(default: X)`` after every option that has a fixed default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if action.default not in (None, argparse.SUPPRESS, False) and "%(default)" not in help_text:
-            help_text += " (default: %(default)s)"
-        return help_text
-
 
 def build_parser() -> argparse.ArgumentParser:
-    presets = "\n".join(
-        f"  {name:12s} {', '.join(f'{k}={v}' for k, v in p.model.items())}; "
-        f"{', '.join(f'{k}={v}' for k, v in p.train.items())}\n  {'':12s} ({p.about})"
-        for name, p in PRESETS.items()
-    )
     p = ArgumentParser(
         prog="python -m examples.text_gpt2",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=f"presets (options marked 'preset' take these values unless given):\n{presets}",
-        formatter_class=_HelpFormatter,
+        epilog=presets_epilog(),
+        formatter_class=HelpFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument(
@@ -132,40 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--full-vocab", action="store_true", help="train the full 50,257-way head, on a CPU too")
     tok.add_argument("--vocab", type=int, help="model vocabulary size (default: the tokenizer's)")
 
-    model = p.add_argument_group("model size (default: the --preset's)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training recipe")
-    model.add_argument("--layers", type=int, help="transformer blocks (preset)")
-    model.add_argument("--heads", type=int, help="attention heads (preset)")
-    model.add_argument("--head-dim", type=int, help="width of one head; d_model = heads * head_dim (preset)")
-    model.add_argument("--seq-len", type=int, help="context length in tokens (preset)")
-    model.add_argument("--batch", type=int, help="sequences per micro-batch per process (preset)")
-    model.add_argument("--ffn-hidden", type=int, help="MLP hidden width (preset)")
-    model.add_argument("--dropout", type=float, help="dropout probability (preset)")
-
-    opt = p.add_argument_group("training (default: the --preset's)")
-    opt.add_argument("--steps", type=int, help="optimizer steps (preset)")
-    opt.add_argument("--lr", type=float, help="peak learning rate (preset)")
-    opt.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (preset)")
-    opt.add_argument("--warmup-steps", type=int, help="linear warmup steps (preset)")
-    opt.add_argument("--weight-decay", type=float, help="AdamW decay on >=2-D weights (0.1)")
-    opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 = off (1.0)")
-    opt.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (preset, else 1)")
-    opt.add_argument("--eval-every", type=int, help="validate every N steps; 0 = only at the end (preset)")
-    opt.add_argument("--eval-batches", type=int, help="validation batches per evaluation (preset)")
-    opt.add_argument("--log-every", type=int, help="record losses and throughput every N steps (10)")
-    opt.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps; 0 = at each evaluation (0)")
-    opt.add_argument("--seed", type=int, default=1337, help="seed of the weights, batches and dropout")
-    opt.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto takes CUDA when a GPU is present"
-    )
-    opt.add_argument(
-        "--dtype",
-        choices=list(DTYPES),
-        default="auto",
-        help="bf16 autocast on CUDA (auto: when supported); the CPU always trains in fp32",
-    )
-    opt.add_argument("--compile", action="store_true", help="torch.compile the model")
-    opt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_flags(p)
+    add_training_flags(p)
 
     out = p.add_argument_group("output")
     out.add_argument(
@@ -190,27 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--interactive", action="store_true", help="then read prompts from stdin; an empty line or :q exits"
     )
     return p
-
-
-def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig, TrainConfig]:
-    """The model and training configs: the preset's values, overridden by the flags that were given."""
-    preset = get_preset(args.preset)
-    sizes = {**preset.model, **{k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}}
-    settings = {**preset.train, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}}
-    try:
-        cfg = tl.CausalConfig(vocab=args.vocab or vocab, **sizes)
-        tc = TrainConfig(
-            **settings,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            compile=args.compile,
-            progress=not args.no_progress,
-        )
-    except tl.ConfigError as e:  # "TrainConfig.lr=0.0: ..." is "--lr 0.0: ..." to the person who typed it
-        flags = {name: "--" + name.replace("_", "-") for name in (*SIZE_FLAGS, *TRAIN_FLAGS, "seed")}
-        raise renamed_field(e, flags) from None
-    return cfg, tc
 
 
 def data_source(args: argparse.Namespace, flag: str, path: Path | None) -> Corpus | CorpusFiles:
@@ -320,7 +241,9 @@ def run(args: argparse.Namespace) -> int:
     encode_prompt(base, args, args.prompt)  # a special token in --prompt is refused now, not after training
     local_vocab = choose_local_vocab(base, device, requested=args.local_vocab, full=args.full_vocab)
     check_memory(
-        make_configs(args, check_vocab(args, base, local_vocab))[0], device, amp=autocast_dtype(args.dtype, device)
+        configs_from_flags(args, check_vocab(args, base, local_vocab))[0],
+        device,
+        amp=autocast_dtype(args.dtype, device),
     )
     if args.dtype == "bf16" and autocast_dtype("bf16", device) is None:
         say("note: --dtype bf16 applies on CUDA only; the CPU trains in fp32")
@@ -329,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     data = prepare_text_data(source, base, local_vocab, progress=info.is_main and not args.no_progress)
     tokenizer, tokens = data.tokenizer, data.tokens
     train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)  # views: nothing is copied
-    cfg, tc = make_configs(args, tokenizer.vocab_size)
+    cfg, tc = configs_from_flags(args, tokenizer.vocab_size)
     for split, part in (("train", train_tokens), ("val", val_tokens)):  # the corpus named if it is too short
         check_windows(part, cfg.seq_len, f"{data.name}: the {split}")
     model = tl.models.GPT2(cfg, seed=args.seed)
