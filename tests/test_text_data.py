@@ -256,9 +256,9 @@ from typedlm.tokenizers.corpus_cache import token_cache
 root, mb = Path(sys.argv[1]), int(sys.argv[2])
 rng = random.Random(0)
 words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 10))) for _ in range(50_000)]
-root.mkdir()
+root.mkdir(parents=True)
 for doc in range(mb):
-    lines = [" ".join(rng.choices(words, k=14)) for _ in range(1 << 20 // 100)]
+    lines = [" ".join(rng.choices(words, k=14)) for _ in range((1 << 20) // 100)]
     (root / f"doc{doc:04d}.txt").write_text("\\n".join(lines) + "\\n")
 tok = GPT2BPE.from_vendored()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
