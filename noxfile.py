@@ -76,7 +76,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Every benchmark in benchmarks/, each printing one table with its peers side by side."""
+    """Every benchmark in benchmarks/, each printing one table with its peers side by side
+    (``nox -s bench -- corpus`` runs one: the token cache at 100 MB against nanoGPT's prepare.py)."""
     install(session, "dev")
     names = session.posargs or sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
     for name in names:

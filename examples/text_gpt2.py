@@ -1,11 +1,14 @@
 """Train a GPT-2-style model on a text file, then sample from it.
 
     python -m examples.text_gpt2                                   # bytes, embedded Shakespeare, ~3 min
-    python -m examples.text_gpt2 --bpe-vocab V --bpe-merges M --local-vocab 512 --preset tiny --out out/bpe
+    python -m examples.text_gpt2 --bpe-vocab V --bpe-merges M      # GPT-2 BPE, 4,096-id local vocabulary on a CPU
+    python -m examples.text_gpt2 --bpe-vocab V --bpe-merges M --data-file 'books/*.txt' --out out/books
     torchrun --nproc_per_node=2 -m examples.text_gpt2 --device cpu --out out/ddp  # data parallel (gloo)
 
-Text → tokenizer (bytes by default; GPT-2 BPE with --bpe-vocab/--bpe-merges, optionally projected onto
-a --local-vocab) → token array → train/val split → `typedlm.training.train` → samples. The model is
+Text (the embedded corpus, or --data-file: a file, a folder of text files or a glob, tokenized once
+into a memory-mapped cache) → tokenizer (bytes by default; GPT-2 BPE with --bpe-vocab/--bpe-merges,
+projected on a CPU onto the corpus's most frequent ids unless --full-vocab) → train/val split →
+`typedlm.training.train` → samples. The model is
 `typedlm.models.GPT2` and the loss `typedlm.losses.next_token_cross_entropy`, shape-checked at runtime in
 the default mode (TYPEDLM_CHECKS). Everything is written to --out: checkpoint/, loss.png, trainlog.json.
 """
@@ -14,36 +17,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import typedlm as tl
-from typedlm import tokenizers
-from typedlm.cli import ArgumentParser, renamed_field, run_main
+from typedlm.cli import ArgumentParser, run_main
+from typedlm.tokenizers import LocalTokenizer, Tokenizer
 from typedlm.training import (
-    PRESETS,
-    Corpus,
-    Tokens,
-    TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
     check_run_dir,
     find_checkpoint,
-    get_preset,
     load_corpus,
     resolve_device,
     split_tokens,
     train,
 )
 from typedlm.training.batches import check_windows
-from typedlm.training.device import DTYPES, autocast_dtype
+from typedlm.training.corpus import Corpus, CorpusError, CorpusFiles, find_corpus_files
+from typedlm.training.device import autocast_dtype
 from typedlm.training.distributed import destroy_process_group, dist_info_from_env
+from typedlm.training.flags import (
+    HelpFormatter,
+    add_model_flags,
+    add_training_flags,
+    configs_from_flags,
+    presets_epilog,
+)
 from typedlm.training.preflight import (
     check_environment,
     check_input_file,
@@ -51,47 +57,29 @@ from typedlm.training.preflight import (
     check_memory,
     check_output_dir,
 )
-
-SIZE_FLAGS = ("layers", "heads", "head_dim", "seq_len", "batch", "ffn_hidden", "dropout")
-TRAIN_FLAGS = (
-    "steps",
-    "lr",
-    "min_lr",
-    "warmup_steps",
-    "weight_decay",
-    "grad_clip",
-    "grad_accum",
-    "eval_every",
-    "eval_batches",
-    "log_every",
-    "checkpoint_every",
+from typedlm.training.text_data import (
+    DEFAULT_LOCAL_VOCAB,
+    base_tokenizer,
+    choose_local_vocab,
+    encode_text,
+    prepare_text_data,
 )
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Show ``(default: X)`` after every option that has a fixed default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if action.default not in (None, argparse.SUPPRESS, False) and "%(default)" not in help_text:
-            help_text += " (default: %(default)s)"
-        return help_text
-
-
 def build_parser() -> argparse.ArgumentParser:
-    presets = "\n".join(
-        f"  {name:12s} {', '.join(f'{k}={v}' for k, v in p.model.items())}; "
-        f"{', '.join(f'{k}={v}' for k, v in p.train.items())}\n  {'':12s} ({p.about})"
-        for name, p in PRESETS.items()
-    )
     p = ArgumentParser(
         prog="python -m examples.text_gpt2",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=f"presets (options marked 'preset' take these values unless given):\n{presets}",
-        formatter_class=_HelpFormatter,
+        epilog=presets_epilog(),
+        formatter_class=HelpFormatter,
     )
     data = p.add_argument_group("data")
-    data.add_argument("--data-file", type=Path, help="UTF-8 training text (default: the embedded Shakespeare corpus)")
+    data.add_argument(
+        "--data-file",
+        type=Path,
+        help="UTF-8 training text: a file, a folder of text files or a glob such as 'books/*.txt', read as one "
+        "text and tokenized once into a memory-mapped cache (default: the embedded Shakespeare corpus)",
+    )
     data.add_argument(
         "--allow-small-data",
         action="store_true",
@@ -112,45 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument(
         "--local-vocab",
         type=int,
-        help="project BPE ids onto the first N-1 distinct ids of the corpus plus OOV (TorchLean's "
-        "projection); default: the full 50,257-way head",
+        help="project BPE ids onto the corpus's N-1 most frequent ids plus OOV (TorchLean's projection); "
+        f"default: {DEFAULT_LOCAL_VOCAB} on a CPU, the full 50,257-way head on CUDA",
     )
+    tok.add_argument("--full-vocab", action="store_true", help="train the full 50,257-way head, on a CPU too")
     tok.add_argument("--vocab", type=int, help="model vocabulary size (default: the tokenizer's)")
 
-    model = p.add_argument_group("model size (default: the --preset's)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training recipe")
-    model.add_argument("--layers", type=int, help="transformer blocks (preset)")
-    model.add_argument("--heads", type=int, help="attention heads (preset)")
-    model.add_argument("--head-dim", type=int, help="width of one head; d_model = heads * head_dim (preset)")
-    model.add_argument("--seq-len", type=int, help="context length in tokens (preset)")
-    model.add_argument("--batch", type=int, help="sequences per micro-batch per process (preset)")
-    model.add_argument("--ffn-hidden", type=int, help="MLP hidden width (preset)")
-    model.add_argument("--dropout", type=float, help="dropout probability (preset)")
-
-    opt = p.add_argument_group("training (default: the --preset's)")
-    opt.add_argument("--steps", type=int, help="optimizer steps (preset)")
-    opt.add_argument("--lr", type=float, help="peak learning rate (preset)")
-    opt.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (preset)")
-    opt.add_argument("--warmup-steps", type=int, help="linear warmup steps (preset)")
-    opt.add_argument("--weight-decay", type=float, help="AdamW decay on >=2-D weights (0.1)")
-    opt.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 = off (1.0)")
-    opt.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (preset, else 1)")
-    opt.add_argument("--eval-every", type=int, help="validate every N steps; 0 = only at the end (preset)")
-    opt.add_argument("--eval-batches", type=int, help="validation batches per evaluation (preset)")
-    opt.add_argument("--log-every", type=int, help="record losses and throughput every N steps (10)")
-    opt.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps; 0 = at each evaluation (0)")
-    opt.add_argument("--seed", type=int, default=1337, help="seed of the weights, batches and dropout")
-    opt.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto takes CUDA when a GPU is present"
-    )
-    opt.add_argument(
-        "--dtype",
-        choices=list(DTYPES),
-        default="auto",
-        help="bf16 autocast on CUDA (auto: when supported); the CPU always trains in fp32",
-    )
-    opt.add_argument("--compile", action="store_true", help="torch.compile the model")
-    opt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_flags(p)
+    add_training_flags(p)
 
     out = p.add_argument_group("output")
     out.add_argument(
@@ -177,58 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig, TrainConfig]:
-    """The model and training configs: the preset's values, overridden by the flags that were given."""
-    preset = get_preset(args.preset)
-    sizes = {**preset.model, **{k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}}
-    settings = {**preset.train, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}}
+def data_source(args: argparse.Namespace, flag: str, path: Path | None) -> Corpus | CorpusFiles:
+    """The embedded corpus, the first --max-chars of it or of --data-file, or the files ``path`` names."""
+    if path is None or (args.max_chars is not None and flag == "--data-file"):
+        return load_corpus(path, allow_small=args.allow_small_data, max_chars=args.max_chars)
     try:
-        cfg = tl.CausalConfig(vocab=args.vocab or vocab, **sizes)
-        tc = TrainConfig(
-            **settings,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            compile=args.compile,
-            progress=not args.no_progress,
-        )
-    except tl.ConfigError as e:  # "TrainConfig.lr=0.0: ..." is "--lr 0.0: ..." to the person who typed it
-        flags = {name: "--" + name.replace("_", "-") for name in (*SIZE_FLAGS, *TRAIN_FLAGS, "seed")}
-        raise renamed_field(e, flags) from None
-    return cfg, tc
+        return find_corpus_files(path, allow_small=args.allow_small_data or flag != "--data-file")
+    except CorpusError as e:
+        raise tl.ConfigError(f"{flag} {e}") from None
 
 
-def base_tokenizer(args: argparse.Namespace) -> tokenizers.Tokenizer:
-    """Bytes, or GPT-2 BPE read from --bpe-vocab / --bpe-merges (both files checked)."""
-    if args.bpe_vocab is None:
-        return tokenizers.ByteTokenizer()
-    return tokenizers.GPT2BPE.from_files(args.bpe_vocab, args.bpe_merges)
-
-
-def make_tokenizer(
-    args: argparse.Namespace, base: tokenizers.Tokenizer, corpus: Corpus
-) -> tuple[tokenizers.Tokenizer, Tokens]:
-    """``base``, or ``base`` projected onto the corpus's first ``--local-vocab`` ids; and the corpus
-    encoded with it."""
-    if args.local_vocab is None:
-        return base, encode(corpus, base)
-    base_ids = encode(corpus, base)
-    vocab = tokenizers.LocalVocab.first_seen(base_ids, base.vocab_size, args.local_vocab)
-    local = tokenizers.LocalTokenizer(base, vocab)
-    return local, local.vocab.to_local(base_ids).astype(np.uint16)
-
-
-def encode(corpus: Corpus, tokenizer: tokenizers.Tokenizer) -> Tokens:
-    """The corpus as a 1-D id array: a whole file goes through the cached parallel encoder."""
-    if isinstance(tokenizer, tokenizers.LocalTokenizer):
-        return tokenizer.vocab.to_local(encode(corpus, tokenizer.base)).astype(np.uint16)
-    if corpus.path is not None and tokenizer.vocab_size <= 1 << 16:
-        return tokenizers.encode_corpus(corpus.path, tokenizer, progress=False)
-    ids = tokenizer.encode(corpus.text, allowed_special="all")
-    return np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32)
-
-
-def encode_prompt(tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, args: argparse.Namespace, prompt: str) -> list[int]:
     """``prompt``'s ids; a special token in it is refused unless --allow-special (a ConfigError)."""
     try:
         ids = tokenizer.encode(prompt, allowed_special="all" if args.allow_special else set())
@@ -236,7 +152,7 @@ def encode_prompt(tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, pro
         raise tl.ConfigError(
             f"--prompt {prompt!r}: {str(e).split('. ')[0]}; pass --allow-special to encode it"
         ) from None
-    if isinstance(tokenizer, tokenizers.LocalTokenizer) and 0 in ids:
+    if isinstance(tokenizer, LocalTokenizer) and 0 in ids:
         print(
             f"note: {ids.count(0)} token(s) of {prompt!r} are outside the --local-vocab and read as OOV",
             file=sys.stderr,
@@ -244,7 +160,7 @@ def encode_prompt(tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, pro
     return ids or tokenizer.encode("\n")
 
 
-def sample(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argparse.Namespace, prompt: str) -> str:
+def sample(model: tl.models.GPT2, tokenizer: Tokenizer, args: argparse.Namespace, prompt: str) -> str:
     """``prompt`` followed by up to ``--generate`` sampled tokens (KV-cached decoding), decoded."""
     ids = encode_prompt(tokenizer, args, prompt)
     device = next(model.parameters()).device
@@ -268,6 +184,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise tl.ConfigError(f"{given} requires {missing}: a GPT-2 tokenizer needs both vocab.json and merges.txt")
     if args.local_vocab is not None and args.bpe_vocab is None:
         raise tl.ConfigError("--local-vocab projects GPT-2 BPE ids: it needs --bpe-vocab and --bpe-merges")
+    if args.full_vocab and args.bpe_vocab is None:
+        raise tl.ConfigError("--full-vocab keeps all GPT-2 BPE ids: it needs --bpe-vocab and --bpe-merges")
+    if args.full_vocab and args.local_vocab is not None:
+        raise tl.ConfigError("--full-vocab and --local-vocab contradict each other: keep all ids, or project them")
     for flag, value, low in (("--generate", args.generate, 0), ("--max-chars", args.max_chars, 1),
                              ("--finetune-steps", args.finetune_steps, 1), ("--top-k", args.top_k, 0)):  # fmt: skip
         if value is not None and value < low:
@@ -285,7 +205,7 @@ def check_files(args: argparse.Namespace, is_main: bool) -> None:
     check_environment()
     for flag, path in (("--data-file", args.data_file), ("--finetune-file", args.finetune_file),
                        ("--bpe-vocab", args.bpe_vocab), ("--bpe-merges", args.bpe_merges)):  # fmt: skip
-        if path is not None:
+        if path is not None and not _many_files(flag, path):
             check_input_file(flag, path)
     if is_main:
         check_output_dir("--out", args.out)
@@ -294,13 +214,20 @@ def check_files(args: argparse.Namespace, is_main: bool) -> None:
         check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
 
 
-def check_vocab(args: argparse.Namespace, base: tokenizers.Tokenizer) -> int:
+def _many_files(flag: str, path: Path) -> bool:
+    """Whether ``path`` names a folder or a glob of corpus files (checked by `find_corpus_files`)."""
+    return flag in ("--data-file", "--finetune-file") and (
+        path.is_dir() or (not path.exists() and glob.has_magic(str(path)))
+    )
+
+
+def check_vocab(args: argparse.Namespace, base: Tokenizer, local_vocab: int | None) -> int:
     """The model's vocabulary size as far as it is known before encoding; --local-vocab and --vocab checked."""
     vocab = base.vocab_size
-    if args.local_vocab is not None:
-        if not 2 <= args.local_vocab <= base.vocab_size:
-            raise tl.ConfigError(f"--local-vocab {args.local_vocab}: must be in 2..{base.vocab_size} (the tokenizer's)")
-        vocab = args.local_vocab
+    if local_vocab is not None:
+        if not 2 <= local_vocab <= base.vocab_size:
+            raise tl.ConfigError(f"--local-vocab {local_vocab}: must be in 2..{base.vocab_size} (the tokenizer's)")
+        vocab = local_vocab
     if args.vocab is not None and args.vocab < vocab:
         raise tl.ConfigError(f"--vocab {args.vocab}: the tokenizer has {vocab} ids; the model needs at least as many")
     return args.vocab or vocab
@@ -312,30 +239,40 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     device = resolve_device(args.device, info.local_rank)  # a missing GPU is reported before any work
     check_files(args, info.is_main)
-    base = base_tokenizer(args)
+    base = base_tokenizer(args.bpe_vocab, args.bpe_merges)
     encode_prompt(base, args, args.prompt)  # a special token in --prompt is refused now, not after training
-    check_memory(make_configs(args, check_vocab(args, base))[0], device, amp=autocast_dtype(args.dtype, device))
+    local_vocab = choose_local_vocab(base, device, requested=args.local_vocab, full=args.full_vocab)
+    check_memory(
+        configs_from_flags(args, check_vocab(args, base, local_vocab))[0],
+        device,
+        amp=autocast_dtype(args.dtype, device),
+    )
     if args.dtype == "bf16" and autocast_dtype("bf16", device) is None:
         say("note: --dtype bf16 applies on CUDA only; the CPU trains in fp32")
-    corpus = load_corpus(args.data_file, allow_small=args.allow_small_data, max_chars=args.max_chars)
-    ft_corpus = None if args.finetune_file is None else load_corpus(args.finetune_file, allow_small=True)
-    tokenizer, tokens = make_tokenizer(args, base, corpus)
-    train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)
-    cfg, tc = make_configs(args, tokenizer.vocab_size)
+    source = data_source(args, "--data-file", args.data_file)
+    ft_source = None if args.finetune_file is None else data_source(args, "--finetune-file", args.finetune_file)
+    data = prepare_text_data(source, base, local_vocab, progress=info.is_main and not args.no_progress)
+    tokenizer, tokens = data.tokenizer, data.tokens
+    train_tokens, val_tokens = split_tokens(tokens, args.val_fraction)  # views: nothing is copied
+    cfg, tc = configs_from_flags(args, tokenizer.vocab_size)
     for split, part in (("train", train_tokens), ("val", val_tokens)):  # the corpus named if it is too short
-        check_windows(part, cfg.seq_len, f"{corpus.name}: the {split}")
+        check_windows(part, cfg.seq_len, f"{data.name}: the {split}")
     model = tl.models.GPT2(cfg, seed=args.seed)
     say(
-        f"data: {corpus.name}, {len(corpus.text):,} characters → {len(tokens):,} tokens "
+        f"data: {data.name}, {data.size} → {len(tokens):,} tokens "
         f"({type(tokenizer).__name__}, vocab {tokenizer.vocab_size:,}); "
         f"model: {model.param_count():,} parameters, {cfg.layers} layers × d_model {cfg.d_model}, "
         f"checks {tl.checks.current_mode()}"
     )
+    note = data.projection_note()
+    if note is not None:
+        say(f"{note}; --full-vocab trains all {base.vocab_size:,}")
     data_info: dict[str, Any] = {
-        "corpus": corpus.name,
-        "chars": len(corpus.text),
+        "corpus": data.name,
+        "size": data.size,
         "tokenizer": type(tokenizer).__name__,
         "vocab_size": tokenizer.vocab_size,
+        **({} if data.coverage is None else {"local_vocab_coverage": round(data.coverage, 6)}),
     }
     log_path = args.log or args.out / "trainlog.json"
     common: dict[str, Any] = dict(vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.fingerprint)
@@ -352,15 +289,15 @@ def run(args: argparse.Namespace) -> int:
             data_info=data_info,
             **common,
         )
-        if ft_corpus is not None:
+        if ft_source is not None:
             if info.is_main:
                 log.save(log_path)
-            ft_train, ft_val = split_tokens(encode(ft_corpus, tokenizer), args.val_fraction)
+            ft_train, ft_val = split_tokens(encode_text(ft_source, tokenizer), args.val_fraction)
             ft_tc = dataclasses.replace(
                 tc, steps=args.finetune_steps, warmup_steps=min(tc.warmup_steps, args.finetune_steps // 10)
             )
             ft_out = args.out / "finetune"
-            say(f"fine-tuning on {ft_corpus.name} ({len(ft_train) + len(ft_val):,} tokens) for {ft_tc.steps} steps")
+            say(f"fine-tuning on {ft_source.name} ({len(ft_train) + len(ft_val):,} tokens) for {ft_tc.steps} steps")
             log = train(
                 model,
                 cfg,
@@ -370,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
                 out_dir=ft_out,
                 resume=args.resume and find_checkpoint(ft_out) is not None,
                 overwrite=not args.resume,  # a new main run replaced --out: its old fine-tuning goes too
-                data_info={**data_info, "corpus": ft_corpus.name, "finetune": True},
+                data_info={**data_info, "corpus": ft_source.name, "finetune": True},
                 **common,
             )
             log_path = args.log.with_suffix(".finetune.json") if args.log else ft_out / "trainlog.json"
@@ -400,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def interact(model: tl.models.GPT2, tokenizer: tokenizers.Tokenizer, args: argparse.Namespace) -> None:
+def interact(model: tl.models.GPT2, tokenizer: Tokenizer, args: argparse.Namespace) -> None:
     print("prompt> ", end="", flush=True)
     for line in sys.stdin:
         prompt = line.rstrip("\n")

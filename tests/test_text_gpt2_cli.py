@@ -177,7 +177,7 @@ def test_small_file_with_permission_goes_through_the_token_cache(
         [*argv, "--data-file", str(corpus), "--allow-small-data", "--out", str(tmp_path / "o")], capsys
     )
     assert code == 0, err
-    assert f"data: {corpus}, {corpus.stat().st_size:,} characters" in out
+    assert f"data: {corpus}, {corpus.stat().st_size:,} bytes" in out
     assert len(list((tmp_path / "cache").glob("small.txt.*.tokens"))) == 1
 
 

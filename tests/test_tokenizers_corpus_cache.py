@@ -68,7 +68,7 @@ def test_a_rerun_reuses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cache was rebuilt")
 
-    monkeypatch.setattr(cc, "_build_cache", fail)
+    monkeypatch.setattr(cc, "_write_cache", fail)
     again = encode_corpus(path, GPT2, cache_dir=tmp_path / "cache", progress=False)
     assert again.tolist() == first.tolist()
     assert cache_file.stat().st_mtime_ns == stamp
@@ -88,13 +88,19 @@ def test_the_key_covers_content_tokenizer_and_specials(tmp_path: Path) -> None:
     assert len(list(cache.iterdir())) == 5
 
 
+def flip_last_token_byte(raw: bytes) -> bytes:
+    """A cache with one bit of its last token flipped (the tokens are followed by a u64 count per id)."""
+    at = len(raw) - 8 * GPT2.vocab_size - 2
+    return raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1 :]
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (lambda raw: raw[:-3], "has .* token bytes where its header says"),
-        (lambda raw: raw[:-2] + bytes([raw[-2] ^ 1]) + raw[-1:], "fails its checksum"),
+        (lambda raw: raw[:-3], "has .* bytes after its header where its header says"),
+        (lambda raw: flip_last_token_byte(raw), "fails its checksum"),
         (lambda raw: b"garbage!" + raw[8:], "is not a typedlm token cache"),
-        (lambda raw: raw[:200], "has 72 token bytes"),
+        (lambda raw: raw[:200], "has 72 bytes after its header"),
         (lambda raw: raw[:10], "is shorter than its header"),
     ],
 )
@@ -105,7 +111,7 @@ def test_a_partial_or_corrupt_cache_is_rebuilt(tmp_path: Path, damage: object, r
     assert callable(damage)
     cache_file.write_bytes(damage(cache_file.read_bytes()))
     with pytest.warns(UserWarning, match=reason):
-        rebuilt = encode_corpus(path, GPT2, cache_dir=tmp_path / "cache", progress=False)
+        rebuilt = encode_corpus(path, GPT2, cache_dir=tmp_path / "cache", progress=False, verify=True)
     assert rebuilt.tolist() == expected
     assert len(list((tmp_path / "cache").iterdir())) == 1
 

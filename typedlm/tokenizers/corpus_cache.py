@@ -1,24 +1,37 @@
-"""Encoding a whole text file into a uint16 token cache, in parallel, once.
+"""Encoding a corpus (one or more text files) into a uint16 token cache: streamed, in parallel, once.
 
-The file is cut into chunks at spots where the pre-tokenizer cuts anyway (`SAFE_CUT`), so the ids
-are exactly those of encoding the whole file in one go. Worker processes encode the chunks; the
-parent writes them, in order, to a temporary file that is renamed into place when complete.
+The files are read as one text, their concatenation in the order given. It is cut into chunks of
+about ``chunk_bytes`` at spots where the pre-tokenizer cuts anyway (`SAFE_CUT`), so the ids are
+exactly those of encoding the whole text in one go. Worker processes encode the chunks; the parent
+writes them, in order, to a temporary file renamed into place when complete. Memory stays bounded
+whatever the corpus size: no process holds more than a few chunks of text or ids.
 
-Cache file layout (little-endian): a 128-byte header — magic ``TLMTOK01``, token count (u64),
+A cache is written once per corpus and tokenizer: a process that finds it missing takes a lock on
+the cache folder, so other processes (the other ranks of a ``torchrun`` job) wait and then map the
+finished file. A cached start maps the tokens and reads none of the text: the key comes from each
+file's name, size and modification time plus a hash of samples of its content, at most about
+`SAMPLE_BUDGET` bytes in all (``full_hash=True`` hashes every byte).
+
+Cache file layout (little-endian): a 128-byte header — magic ``TLMTOK02``, token count (u64),
 vocabulary size (u64), cache key (32 bytes), sha256 of the token bytes (32 bytes), zero padding —
-then the tokens as uint16. A cache whose header, length or checksum does not match is rebuilt.
+then the tokens as uint16, then how often each id occurs (u64 × vocabulary size). A cache whose
+header or length does not match is rebuilt (``verify=True`` also checks the sha256).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import mmap
 import multiprocessing
 import os
 import struct
+import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Set
+from collections.abc import Callable, Iterator, Sequence, Set
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -29,13 +42,35 @@ from tqdm import tqdm
 from typedlm.errors import ConfigError, DataFileError
 from typedlm.tokenizers.base import Tokenizer
 from typedlm.tokenizers.pretokenize import SAFE_CUT
+from typedlm.tokenizers.projection import LocalVocab
 
-MAGIC = b"TLMTOK01"
+if sys.platform != "win32":
+    import fcntl
+
+MAGIC = b"TLMTOK02"
 _HEADER = struct.Struct("<8sQQ32s32s")
 HEADER_BYTES = 128
 MAX_VOCAB = 1 << 16  # ids 0..65535 fit in uint16
+SAMPLES = 16
+"""Blocks hashed per file for the cache key (a file no larger than its share of `SAMPLE_BUDGET` is hashed whole)."""
+SAMPLE_BUDGET = 1 << 20
+"""Bytes of content the cache key reads at most across a corpus (but at least 4 KiB a file)."""
 
-Span = tuple[int, int]
+Segment = tuple[int, int, int]
+"""``(file index, start byte, end byte)``: a piece of one file."""
+Span = tuple[Segment, ...]
+"""A chunk of the corpus: consecutive segments (a chunk crosses a file boundary only where no cut was safe)."""
+
+
+@dataclass(frozen=True)
+class TokenCache:
+    """A corpus's ids mapped from a cache file: ``tokens`` (n,) uint16, read-only; ``counts`` (vocab,)
+    how often each id occurs; ``path`` the file; ``key`` what it was built from."""
+
+    tokens: npt.NDArray[np.uint16]
+    counts: npt.NDArray[np.int64]
+    path: Path
+    key: bytes
 
 
 def default_cache_dir() -> Path:
@@ -48,7 +83,7 @@ def default_cache_dir() -> Path:
 
 
 def encode_corpus(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     tokenizer: Tokenizer,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -56,95 +91,221 @@ def encode_corpus(
     chunk_bytes: int = 1 << 20,
     allowed_special: Set[str] | Literal["all"] = "all",
     progress: bool = True,
+    full_hash: bool = False,
+    verify: bool = False,
 ) -> npt.NDArray[np.uint16]:
-    """The token ids of a UTF-8 text file, as a read-only uint16 array mapped from a cache file.
+    """The token ids of a UTF-8 text file (or of several files read as one text), as a read-only
+    uint16 array mapped from a cache file: `token_cache`'s ``tokens``."""
+    return token_cache(
+        path, tokenizer, cache_dir=cache_dir, workers=workers, chunk_bytes=chunk_bytes,
+        allowed_special=allowed_special, progress=progress, full_hash=full_hash, verify=verify,
+    ).tokens  # fmt: skip
 
-    The cache is keyed by a hash of the file's content, ``tokenizer.fingerprint`` and
-    ``allowed_special``; a later call with the same three reuses it. Special tokens written in the file
-    (GPT-2's ``<|endoftext|>`` between documents) are encoded as their ids unless ``allowed_special``
-    excludes them, in which case they are ordinary text. ``workers`` defaults to the number of usable
-    cores. ConfigError if the vocabulary does not fit in uint16; DataFileError (a ValueError) if the file is
-    missing, not a regular file, or not UTF-8.
+
+def token_cache(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    tokenizer: Tokenizer,
+    *,
+    name: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    chunk_bytes: int = 1 << 20,
+    allowed_special: Set[str] | Literal["all"] = "all",
+    progress: bool = True,
+    full_hash: bool = False,
+    verify: bool = False,
+) -> TokenCache:
+    """The ids of ``path`` (a file, or a sequence of files read as their concatenation), cached.
+
+    The cache is keyed by the files (see the module docstring), ``tokenizer.fingerprint`` and
+    ``allowed_special``; a later call with the same reuses it without reading the text. Special
+    tokens written in the text (GPT-2's ``<|endoftext|>`` between documents) are encoded as their ids
+    unless ``allowed_special`` excludes them. ``workers`` defaults to the number of usable cores;
+    ``name`` (default: the first file's name) starts the cache file's name. ConfigError if the
+    vocabulary does not fit in uint16; DataFileError (a ValueError) if a file is missing, not a regular
+    file, or not UTF-8 (``file:line:``, checked before any encoding).
     """
-    source = Path(path)
+    sources = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
     if tokenizer.vocab_size > MAX_VOCAB:
         raise ConfigError(
             f"a vocabulary of {tokenizer.vocab_size} ids does not fit the uint16 token cache (at most {MAX_VOCAB} ids)"
         )
-    if not source.is_file():
-        kind = "not a regular file (a directory, pipe or device)" if source.exists() else "no such file"
-        raise DataFileError(f"{source}: {kind}")
+    for source in sources:
+        if not source.is_file():
+            kind = "not a regular file (a directory, pipe or device)" if source.exists() else "no such file"
+            raise DataFileError(f"{source}: {kind}")
     allowed = allowed_special if allowed_special == "all" else frozenset(allowed_special)
-    key = _cache_key(source, tokenizer, allowed)
-    cache_path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_file = cache_path / f"{source.name}.{key.hex()[:20]}.tokens"
-    if cache_file.exists():
-        problem = _cache_problem(cache_file, key)
-        if problem is None:
-            return _open_cache(cache_file)
-        warnings.warn(f"token cache {cache_file} {problem}; rebuilding it", stacklevel=2)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    _build_cache(source, tokenizer, allowed, key, cache_file, workers, chunk_bytes, progress)
-    return _open_cache(cache_file)
+    specials = "all" if allowed == "all" else repr(sorted(allowed))
+    key = _corpus_key(sources, f"{tokenizer.fingerprint}\0{specials}", full_hash)
+    label = name or (sources[0].name if sources else "empty")
+    cache_file = (
+        Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ) / f"{label}.{key.hex()[:20]}.tokens"
+
+    def build() -> Iterator[npt.NDArray[np.uint16]]:
+        _check_utf8(sources)
+        spans = corpus_spans(sources, chunk_bytes)
+        yield from _encoded_spans(sources, label, tokenizer, allowed, spans, workers, progress)
+
+    return _cached(cache_file, key, tokenizer.vocab_size, build, verify)
 
 
-def chunk_spans(data: bytes | mmap.mmap, chunk_bytes: int) -> list[Span]:
-    """Byte ranges of about ``chunk_bytes`` that cover ``data``, cut only at `SAFE_CUT` spots."""
+def project_token_cache(cache: TokenCache, vocab: LocalVocab, *, chunk_tokens: int = 1 << 22) -> TokenCache:
+    """``cache``'s ids renumbered through ``vocab`` (base ids outside it become OOV), cached beside it:
+    built once in chunks of ``chunk_tokens``, so memory stays bounded."""
+    if vocab.size > MAX_VOCAB:
+        raise ConfigError(f"a local vocabulary of {vocab.size} ids does not fit the uint16 token cache")
+    digest = hashlib.sha256(cache.key + np.asarray(vocab.base_ids, dtype=np.int64).tobytes()).digest()
+    cache_file = cache.path.with_name(f"{cache.path.stem}.local{vocab.size}-{digest.hex()[:12]}.tokens")
+
+    def build() -> Iterator[npt.NDArray[np.uint16]]:
+        for start in range(0, len(cache.tokens), chunk_tokens):
+            yield vocab.to_local(cache.tokens[start : start + chunk_tokens]).astype(np.uint16)
+
+    return _cached(cache_file, digest, vocab.size, build, verify=False)
+
+
+def corpus_spans(sources: Sequence[Path], chunk_bytes: int) -> list[Span]:
+    """Chunks of about ``chunk_bytes`` covering the concatenation of ``sources``, cut only at `SAFE_CUT`
+    spots inside a file. Reads only around the cuts (the files are memory-mapped)."""
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     spans: list[Span] = []
-    start = 0
-    while len(data) - start > chunk_bytes:
-        found = SAFE_CUT.search(data, start + chunk_bytes - 1)
-        if found is None:
-            break
-        cut = found.start() + 1
-        spans.append((start, cut))
-        start = cut
-    spans.append((start, len(data)))
+    pending: list[Segment] = []
+    pending_bytes = 0
+    for index, source in enumerate(sources):
+        size = source.stat().st_size
+        if size == 0:
+            continue
+        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            start = 0
+            for span_start, cut in _cuts(data, chunk_bytes - pending_bytes, chunk_bytes):
+                spans.append((*pending, (index, span_start, cut)))
+                pending, pending_bytes = [], 0
+                start = cut
+        pending.append((index, start, size))
+        pending_bytes += size - start
+    if pending or not spans:
+        spans.append(tuple(pending))
     return spans
+
+
+def chunk_spans(data: bytes | mmap.mmap, chunk_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges of about ``chunk_bytes`` that cover ``data``, cut only at `SAFE_CUT` spots."""
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    spans = list(_cuts(data, chunk_bytes, chunk_bytes))
+    return [*spans, (spans[-1][1] if spans else 0, len(data))]
+
+
+def _cuts(data: bytes | mmap.mmap, first: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    """``(start, cut)`` of each full chunk of ``data``: the first needs ``first`` bytes (at least 1)."""
+    start, need = 0, max(first, 1)
+    while len(data) - start > need:
+        found = SAFE_CUT.search(data, start + need - 1)
+        if found is None:
+            return
+        cut = found.start() + 1
+        yield start, cut
+        start, need = cut, chunk_bytes
 
 
 # --- building -------------------------------------------------------------------------------------
 
 
-def _cache_key(source: Path, tokenizer: Tokenizer, allowed: frozenset[str] | Literal["all"]) -> bytes:
-    with open(source, "rb") as file:
-        content = hashlib.file_digest(file, "sha256").hexdigest()
-    specials = "all" if allowed == "all" else repr(sorted(allowed))
-    recipe = f"typedlm token cache v1\0{content}\0{tokenizer.fingerprint}\0{specials}"
-    return hashlib.sha256(recipe.encode()).digest()
+def _corpus_key(sources: Sequence[Path], recipe: str, full_hash: bool) -> bytes:
+    """Names, sizes, modification times and sampled (or full) content of ``sources``, and ``recipe``."""
+    key = hashlib.sha256(f"typedlm token cache v2\0{recipe}\0{len(sources)}\0".encode())
+    share = max(4096, SAMPLE_BUDGET // max(len(sources), 1))
+    for source in sources:
+        info = source.stat()
+        key.update(f"{source.name}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+        with open(source, "rb") as file:
+            if full_hash or info.st_size <= share:
+                key.update(hashlib.file_digest(file, "sha256").digest())
+                continue
+            block = share // SAMPLES
+            step = (info.st_size - block) // (SAMPLES - 1)
+            for k in range(SAMPLES):
+                file.seek(k * step)
+                key.update(file.read(block))
+    return key.digest()
 
 
-def _build_cache(
-    source: Path,
-    tokenizer: Tokenizer,
-    allowed: frozenset[str] | Literal["all"],
-    key: bytes,
+def _check_utf8(sources: Sequence[Path], block: int = 1 << 24) -> None:
+    """DataFileError ``file:line:`` at the first byte of ``sources`` that is not UTF-8 (streamed)."""
+    for source in sources:
+        with open(source, "rb") as file:
+            carry, position = b"", 0  # bytes of a character cut by the block's end; where they start
+            while True:
+                raw = file.read(block)
+                data = carry + raw
+                try:
+                    _, used = codecs.utf_8_decode(data, "strict", not raw)
+                except UnicodeDecodeError as err:
+                    bad = position + err.start
+                    raise DataFileError(
+                        f"{source}:{_line_of(file, bad)}: not valid UTF-8 (byte offset {bad})"
+                    ) from None
+                carry, position = data[used:], position + used
+                if not raw:
+                    break
+
+
+def _cached(
     cache_file: Path,
-    workers: int | None,
-    chunk_bytes: int,
-    progress: bool,
+    key: bytes,
+    vocab_size: int,
+    build: Callable[[], Iterator[npt.NDArray[np.uint16]]],
+    verify: bool,
+) -> TokenCache:
+    """Open ``cache_file``; if it is missing or unusable, build it first under the cache folder's lock."""
+    if cache_file.exists() and _cache_problem(cache_file, key, verify) is None:
+        return _open_cache(cache_file, key)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(cache_file.parent):
+        if cache_file.exists():  # built by another process while this one waited, or damaged
+            problem = _cache_problem(cache_file, key, verify)
+            if problem is None:
+                return _open_cache(cache_file, key)
+            warnings.warn(f"token cache {cache_file} {problem}; rebuilding it", stacklevel=3)
+        _write_cache(cache_file, key, vocab_size, build)
+    return _open_cache(cache_file, key)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` (waiting for it): one process builds at a time."""
+    if sys.platform == "win32":
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_cache(
+    cache_file: Path, key: bytes, vocab_size: int, build: Callable[[], Iterator[npt.NDArray[np.uint16]]]
 ) -> None:
-    size = source.stat().st_size
-    if size == 0:
-        spans = [(0, 0)]
-    else:
-        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as text_bytes:
-            spans = chunk_spans(text_bytes, chunk_bytes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{cache_file.name}.", suffix=".tmp", dir=cache_file.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(bytes(HEADER_BYTES))
             checksum = hashlib.sha256()
+            counts = np.zeros(vocab_size, dtype=np.int64)
             count = 0
-            for ids in _encoded_spans(source, tokenizer, allowed, spans, workers, progress):
+            for ids in build():
                 token_bytes = ids.tobytes()
                 out.write(token_bytes)
                 checksum.update(token_bytes)
+                counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
                 count += len(ids)
+            out.write(counts.astype("<u8").tobytes())
             out.seek(0)
-            out.write(_HEADER.pack(MAGIC, count, tokenizer.vocab_size, key, checksum.digest()))
+            out.write(_HEADER.pack(MAGIC, count, vocab_size, key, checksum.digest()))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_name, cache_file)
@@ -154,7 +315,8 @@ def _build_cache(
 
 
 def _encoded_spans(
-    source: Path,
+    sources: Sequence[Path],
+    label: str,
     tokenizer: Tokenizer,
     allowed: frozenset[str] | Literal["all"],
     spans: list[Span],
@@ -163,22 +325,19 @@ def _encoded_spans(
 ) -> Iterator[npt.NDArray[np.uint16]]:
     """The ids of each span, in order, from worker processes when more than one is worth it."""
     workers = min(workers or _usable_cores(), len(spans))
-    total = sum(end - start for start, end in spans)
-    if workers <= 1:
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"tokenizing {source.name}", disable=not progress
-        ) as bar:
+    total = sum(end - start for span in spans for _, start, end in span)
+    desc = f"tokenizing {label}" + (f" ({workers} processes)" if workers > 1 else "")
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+        if workers <= 1:
             for span in spans:
-                yield _encode_file_span(source, tokenizer, allowed, span)
-                bar.update(span[1] - span[0])
-        return
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with context.Pool(workers, initializer=_start_worker, initargs=(source, tokenizer, allowed)) as pool:
-        desc = f"tokenizing {source.name} ({workers} processes)"
-        with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+                yield _encode_span_of(sources, tokenizer, allowed, span)
+                bar.update(sum(end - start for _, start, end in span))
+            return
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with context.Pool(workers, initializer=_start_worker, initargs=(list(sources), tokenizer, allowed)) as pool:
             for span, ids in zip(spans, pool.imap(_encode_span, spans), strict=True):
                 yield ids
-                bar.update(span[1] - span[0])
+                bar.update(sum(end - start for _, start, end in span))
 
 
 def _usable_cores() -> int:
@@ -188,67 +347,100 @@ def _usable_cores() -> int:
 
 
 # Per-process state of a worker, set by _start_worker.
-_worker_source: Path | None = None
+_worker_sources: list[Path] = []
 _worker_tokenizer: Tokenizer | None = None
 _worker_allowed: frozenset[str] | Literal["all"] = "all"
 
 
-def _start_worker(source: Path, tokenizer: Tokenizer, allowed: frozenset[str] | Literal["all"]) -> None:
-    global _worker_source, _worker_tokenizer, _worker_allowed
-    _worker_source, _worker_tokenizer, _worker_allowed = source, tokenizer, allowed
+def _start_worker(sources: list[Path], tokenizer: Tokenizer, allowed: frozenset[str] | Literal["all"]) -> None:
+    global _worker_sources, _worker_tokenizer, _worker_allowed
+    _worker_sources, _worker_tokenizer, _worker_allowed = sources, tokenizer, allowed
 
 
 def _encode_span(span: Span) -> npt.NDArray[np.uint16]:
-    assert _worker_source is not None and _worker_tokenizer is not None, "worker not started"
-    return _encode_file_span(_worker_source, _worker_tokenizer, _worker_allowed, span)
+    assert _worker_tokenizer is not None, "worker not started"
+    return _encode_span_of(_worker_sources, _worker_tokenizer, _worker_allowed, span)
 
 
-def _encode_file_span(
-    source: Path, tokenizer: Tokenizer, allowed: frozenset[str] | Literal["all"], span: Span
+def _encode_span_of(
+    sources: Sequence[Path], tokenizer: Tokenizer, allowed: frozenset[str] | Literal["all"], span: Span
 ) -> npt.NDArray[np.uint16]:
-    start, end = span
-    with open(source, "rb") as file:
-        file.seek(start)
-        raw = file.read(end - start)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            offset = start + err.start
-            raise DataFileError(f"{source}:{_line_of(file, offset)}: not valid UTF-8 (byte offset {offset})") from None
+    text = "".join(_read_segment(sources[index], start, end) for index, start, end in span)
     ids = tokenizer.encode(text, allowed_special=allowed, disallowed_special=())
     return np.asarray(ids, dtype=np.uint16)
 
 
+def _read_segment(source: Path, start: int, end: int) -> str:
+    with open(source, "rb") as file:
+        file.seek(start)
+        raw = file.read(end - start)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            offset = start + err.start
+            raise DataFileError(f"{source}:{_line_of(file, offset)}: not valid UTF-8 (byte offset {offset})") from None
+
+
 def _line_of(file: BinaryIO, offset: int) -> int:
     file.seek(0)
-    return file.read(offset).count(b"\n") + 1
+    lines, left = 1, offset
+    while left > 0:
+        block = file.read(min(left, 1 << 24))
+        if not block:
+            break
+        lines += block.count(b"\n")
+        left -= len(block)
+    return lines
 
 
 # --- reading --------------------------------------------------------------------------------------
 
 
-def _cache_problem(cache_file: Path, key: bytes) -> str | None:
-    """Why ``cache_file`` cannot be used, or None if it is complete and intact."""
+def _cache_problem(cache_file: Path, key: bytes, verify: bool) -> str | None:
+    """Why ``cache_file`` cannot be used, or None if it is complete (and, with ``verify``, intact)."""
     size = cache_file.stat().st_size
     if size < HEADER_BYTES:
         return "is shorter than its header"
     with open(cache_file, "rb") as file:
-        magic, count, _, stored_key, stored_checksum = _HEADER.unpack(file.read(_HEADER.size))
+        magic, count, vocab_size, stored_key, stored_checksum = _HEADER.unpack(file.read(_HEADER.size))
         if magic != MAGIC:
             return "is not a typedlm token cache"
         if stored_key != key:
             return "belongs to other content"
-        if size != HEADER_BYTES + 2 * count:
-            return f"has {size - HEADER_BYTES} token bytes where its header says {2 * count}"
-        file.seek(HEADER_BYTES)
-        if hashlib.file_digest(file, "sha256").digest() != stored_checksum:
-            return "fails its checksum"
+        expected = 2 * count + 8 * vocab_size
+        if size != HEADER_BYTES + expected:
+            return f"has {size - HEADER_BYTES} bytes after its header where its header says {expected}"
+        if verify:
+            checksum = hashlib.sha256()
+            left = 2 * count
+            while left > 0:
+                block = file.read(min(left, 1 << 24))
+                checksum.update(block)
+                left -= len(block)
+            if checksum.digest() != stored_checksum:
+                return "fails its checksum"
     return None
 
 
-def _open_cache(cache_file: Path) -> npt.NDArray[np.uint16]:
+def _open_cache(cache_file: Path, key: bytes) -> TokenCache:
     with open(cache_file, "rb") as file:
-        count = _HEADER.unpack(file.read(_HEADER.size))[1]
-    if count == 0:
-        return np.zeros(0, dtype=np.uint16)
-    return np.memmap(cache_file, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,))
+        _, count, vocab_size, _, _ = _HEADER.unpack(file.read(_HEADER.size))
+        file.seek(HEADER_BYTES + 2 * count)
+        counts = np.frombuffer(file.read(8 * vocab_size), dtype="<u8").astype(np.int64)
+    tokens: npt.NDArray[np.uint16] = (
+        np.zeros(0, dtype=np.uint16)
+        if count == 0
+        else np.memmap(cache_file, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,))
+    )
+    return TokenCache(tokens, counts, cache_file, key)
+
+
+__all__ = [
+    "TokenCache",
+    "chunk_spans",
+    "corpus_spans",
+    "default_cache_dir",
+    "encode_corpus",
+    "project_token_cache",
+    "token_cache",
+]

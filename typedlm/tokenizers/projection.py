@@ -1,7 +1,9 @@
 """TorchLean's local vocabulary: the GPT-2 ids a corpus uses, renumbered compactly for small models.
 
 Local id 0 is out-of-vocabulary (OOV); local ids 1, 2, … are given to base ids in the order they are
-first seen. A smoke-test model then needs a few hundred output classes instead of 50,257.
+first seen (`LocalVocab.first_seen`) or from the most frequent down (`LocalVocab.most_frequent`, which
+covers as much of a corpus as a vocabulary of its size can). A small model then needs a few thousand
+output classes instead of 50,257.
 """
 
 from __future__ import annotations
@@ -61,6 +63,26 @@ class LocalVocab:
             in_order = in_order[: max_size - 1]
         return cls(tuple(int(i) for i in in_order), base_vocab_size)
 
+    @classmethod
+    def most_frequent(cls, counts: npt.ArrayLike, max_size: int) -> LocalVocab:
+        """The ``max_size - 1`` base ids with the highest ``counts`` (how often each base id occurs in a
+        corpus, shape ``(base_vocab_size,)``), numbered 1, 2, … from the most frequent (ties: lower id
+        first); ids that never occur are left out."""
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1 (OOV needs an id), got {max_size}")
+        occurrences = np.asarray(counts, dtype=np.int64)
+        if occurrences.ndim != 1 or (occurrences < 0).any():
+            raise ValueError("counts must be a 1-D array of occurrence counts, one per base id")
+        order = np.argsort(-occurrences, kind="stable")
+        chosen = order[occurrences[order] > 0][: max_size - 1]
+        return cls(tuple(int(i) for i in chosen), len(occurrences))
+
+    def coverage(self, counts: npt.ArrayLike) -> float:
+        """The fraction of a corpus's tokens (``counts`` per base id) that are in the local vocabulary."""
+        occurrences = np.asarray(counts, dtype=np.int64)
+        total = int(occurrences.sum())
+        return float(occurrences[list(self.base_ids)].sum() / total) if total else 1.0
+
     @property
     def size(self) -> int:
         """Number of local ids, OOV included."""
@@ -68,7 +90,10 @@ class LocalVocab:
 
     def to_local(self, base_ids: Iterable[int]) -> npt.NDArray[np.int64]:
         """Local ids of ``base_ids``; base ids outside the local vocabulary become 0 (OOV)."""
-        ids = np.asarray(as_int_list(base_ids), dtype=np.int64)
+        if isinstance(base_ids, np.ndarray) and np.issubdtype(base_ids.dtype, np.integer):
+            ids = base_ids.astype(np.int64)  # an id array (a chunk of a memmap): no Python list
+        else:
+            ids = np.asarray(as_int_list(base_ids), dtype=np.int64)
         _check_range(ids, self.base_vocab_size, "base")
         return self._to_local[ids]
 
