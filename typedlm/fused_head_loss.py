@@ -107,13 +107,10 @@ class _FusedHeadCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        grad_hidden, grad_weight = ctx.saved_tensors
-        # The usual ``loss.backward()`` passes 1: the stored gradients are the answer. Reading that is
-        # free on the CPU only; on an accelerator the scaling (a few elementwise passes) avoids a sync.
-        if grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
-            grad_hidden = None if grad_hidden is None else grad_hidden * grad_loss.to(grad_hidden.dtype)
-            grad_weight = None if grad_weight is None else grad_weight * grad_loss.to(grad_weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None
+        # Always a new tensor (no test of grad_loss == 1, which would wait for an accelerator): autograd
+        # can hand it to ``.grad`` as it is, and the stored gradients stay intact for a retained graph.
+        grads = tuple(None if grad is None else grad * grad_loss.to(grad.dtype) for grad in ctx.saved_tensors)
+        return *grads, None, None, None, None, None
 
 
 def _loss_and_grads(
@@ -128,7 +125,8 @@ def _loss_and_grads(
     grad_hidden: bool,
     grad_weight: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The mean loss, and the gradients of it asked for (in ``hidden``'s and ``weight``'s dtypes)."""
+    """The mean loss, and the gradients of it asked for (summed in float32 or better, returned in
+    ``hidden``'s and ``weight``'s dtypes)."""
     vocab = weight.shape[0]
     scored = targets != ignore_index
     scored_count = scored.sum()
@@ -136,7 +134,7 @@ def _loss_and_grads(
     grad_scale = 1.0 / scored_count.clamp(min=1).to(softmax_dtype)  # a tensor: no device sync
     safe_targets = targets.masked_fill(~scored, 0)
     w = weight.to(compute_dtype)
-    d_hidden = torch.zeros_like(hidden) if grad_hidden else None
+    d_hidden = torch.zeros(hidden.shape, dtype=softmax_dtype, device=hidden.device) if grad_hidden else None
     d_weight = torch.zeros(weight.shape, dtype=softmax_dtype, device=weight.device) if grad_weight else None
     loss_sum = torch.zeros((), dtype=softmax_dtype, device=hidden.device)
     vocab_chunks = [slice(begin, begin + vocab_per_chunk) for begin in range(0, vocab, vocab_per_chunk)]
@@ -171,7 +169,11 @@ def _loss_and_grads(
                 _add_product(d_weight[columns], d_logits.T, h)
             del logits, d_logits
     loss = loss_sum / scored_count
-    return loss, d_hidden, None if d_weight is None else d_weight.to(weight.dtype)
+    return (
+        loss,
+        None if d_hidden is None else d_hidden.to(hidden.dtype),
+        None if d_weight is None else d_weight.to(weight.dtype),
+    )
 
 
 def _local_targets(targets: Tensor, columns: slice) -> tuple[Tensor, Tensor]:
