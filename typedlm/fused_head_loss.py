@@ -30,11 +30,15 @@ MIN_ROWS = 64
 
 
 def chunk_sizes(rows: int, vocab: int, rows_per_chunk: int | None, vocab_per_chunk: int | None) -> tuple[int, int]:
-    """``(rows_per_chunk, vocab_per_chunk)``: the given ones, the others fitted to `CHUNK_BYTES`."""
+    """``(rows_per_chunk, vocab_per_chunk)``: the given ones, the others fitted to `CHUNK_BYTES`.
+
+    The whole vocabulary is one chunk unless fewer than `MIN_ROWS` rows (or the rows asked for, if fewer)
+    of its logits fit the budget; then the vocabulary chunk is what fits beside those rows.
+    """
     if vocab_per_chunk is None:
-        fitting_rows = CHUNK_BYTES // (4 * vocab)
-        wanted_rows = rows_per_chunk if rows_per_chunk is not None else MIN_ROWS
-        vocab_per_chunk = vocab if fitting_rows >= min(wanted_rows, MIN_ROWS) else CHUNK_BYTES // (4 * wanted_rows)
+        rows_wanted = MIN_ROWS if rows_per_chunk is None else rows_per_chunk
+        whole_vocab_fits = CHUNK_BYTES // (4 * vocab) >= min(rows_wanted, MIN_ROWS)
+        vocab_per_chunk = vocab if whole_vocab_fits else CHUNK_BYTES // (4 * rows_wanted)
     if rows_per_chunk is None:
         rows_per_chunk = max(1, CHUNK_BYTES // (4 * vocab_per_chunk))
     return max(1, min(rows_per_chunk, rows)), max(1, min(vocab_per_chunk, vocab))
