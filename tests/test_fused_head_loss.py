@@ -33,7 +33,10 @@ def loss_and_grads(loss_fn: Callable[[Tensor, Tensor], Tensor], hidden: Tensor, 
 def assert_all_close(actual: list[Tensor], expected: list[Tensor], tol: float) -> None:
     for name, a, e in zip(("loss", "d hidden", "d weight"), actual, expected, strict=True):
         assert a.dtype == e.dtype, name
-        torch.testing.assert_close(a, e, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+        try:
+            torch.testing.assert_close(a, e, rtol=tol, atol=tol)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
 
 
 def inputs(batch: int = 2, seq: int = 7, d_model: int = 16, vocab: int = 23, seed: int = 0) -> tuple[Tensor, ...]:
@@ -167,7 +170,7 @@ class _LargestTensor(TorchDispatchMode):
     """Records the most elements of any tensor an operation returns."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves TorchDispatchMode.__init__ unannotated
         self.largest = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
