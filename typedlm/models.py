@@ -152,3 +152,22 @@ class GPT2(Layer[TokenIds, Logits]):
     def param_count(self) -> int:
         """Number of parameters, a tied embedding/head table counted once."""
         return sum(p.numel() for p in self.parameters())
+
+    # --- for a fused head loss (typedlm.losses.fused_next_token_cross_entropy) ---------------------
+
+    def hidden_states(
+        self, ids: Int[Tensor, "batch seq"], start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
+        """What the head turns into logits: the final LayerNorm's output ``(batch, seq, d_model)``.
+
+        ``forward(ids, start_pos, pad)`` is ``F.linear(hidden_states(ids, start_pos, pad), head_weight)``.
+        """
+        for cache in self._caches:
+            cache.check_continues(start_pos, "GPT2")
+        body = self.transformer
+        return body.ln_f(body.blocks(body.pos(self.embed(ids), start_pos, pad), pad))
+
+    @property
+    def head_weight(self) -> Float[Tensor, "vocab d_model"]:
+        """The head's ``(vocab, d_model)`` table; the token embedding's own when ``cfg.tie_embeddings``."""
+        return self.transformer.head.weight
