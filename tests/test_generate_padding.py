@@ -7,7 +7,7 @@ References: the plainest decoder run on each prompt by itself (no padding, no ca
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 import torch
@@ -326,3 +326,14 @@ def test_bad_prompts_are_refused_with_one_line(
     with pytest.raises(error, match=message) as raised:
         generate_tokens(tl.models.GPT2(cfg), prompts, 4)
     assert "\n" not in str(raised.value)
+
+
+def test_a_model_whose_config_has_no_vocab_or_seq_len_is_refused_naming_the_field() -> None:
+    class Stateless(tl.Layer[Literal["batch seq"], Literal["batch seq vocab", "logits"]]):
+        free_dims = ("vocab",)
+
+        def forward(self, ids: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
+            return torch.zeros(*ids.shape, 5)
+
+    with pytest.raises(tl.ConfigError, match=r"^generate: Stateless\.cfg has no int field 'vocab' \(got NoneType\)"):
+        tl.generate.generate_tokens(Stateless(), torch.zeros(1, 3, dtype=torch.long), 2)

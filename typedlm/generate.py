@@ -195,6 +195,18 @@ def _readable_and_pad(ids: Tensor, attention_mask: AttentionMask | None) -> tupl
     return ids.masked_fill(~attention_mask.bool().to(ids.device), 0), pad
 
 
+def _check_decodable(model: CausalModel) -> None:
+    """Decoding reads the vocabulary and the context length from the model's config."""
+    cfg = getattr(model, "cfg", None)
+    for field in ("vocab", "seq_len"):
+        value = getattr(cfg, field, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"generate: {type(model).__name__}.cfg has no int field {field!r} (got {type(cfg).__name__}): a "
+                "decoded model is built from a config with vocab and seq_len, such as a CausalConfig"
+            )
+
+
 def _check_request(model: CausalModel, ids: Tensor, max_new_tokens: int) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r}: must be an int >= 0")
@@ -266,6 +278,7 @@ def stream_tokens(
     settings = Sampling() if sampling is None else sampling
     if not isinstance(settings, Sampling):
         raise ConfigError(f"sampling: expected a typedlm.sampling.Sampling, got {type(settings).__name__}")
+    _check_decodable(model)
     ids, pad = _readable_and_pad(*_as_batch(model, prompts, attention_mask))
     _check_request(model, ids, max_new_tokens)
     if pad is not None:

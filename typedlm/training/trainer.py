@@ -5,7 +5,9 @@ dropout RNG from ``(seed, rank, step)``, run ``grad_accum`` micro-batches forwar
 on CUDA when asked), clip the gradient norm, step AdamW. Batches (`BatchSource`) and the RNG are pure
 functions of the step, so a run resumed from a checkpoint reproduces the uninterrupted run's losses
 exactly. The data is a token array by default (windows scored by next-token cross-entropy), or any
-batch source with its own loss, ``loss(model, batch)``.
+batch source with its own loss, ``loss(model, batch)``. A model that gives its hidden states and head
+table (`typedlm.models.GPT2`) trains on token arrays through the fused head loss
+(`typedlm.training.fused_head`): the ``(batch, seq, vocab)`` logits never exist.
 
 Under ``torchrun`` the model is wrapped in DistributedDataParallel (gloo on the CPU, nccl on CUDA); each
 rank trains on its slice of every global batch, and only rank 0 prints, logs and writes.
@@ -45,6 +47,7 @@ from typedlm.training.checkpoint import (
 )
 from typedlm.training.device import DEVICES, DTYPES, autocast_dtype, resolve_device
 from typedlm.training.distributed import DistInfo, dist_info_from_env, init_process_group, mean_across_ranks
+from typedlm.training.fused_head import HiddenStates, fused_next_token_loss, has_fused_head
 from typedlm.training.plots import save_loss_curve
 from typedlm.training.run_dir import check_run_dir, run_lock
 from typedlm.training.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
@@ -422,8 +425,8 @@ class _Run:
     source and the loss, the log, and the timers and progress bar of the current log interval."""
 
     model: nn.Module
-    runner: nn.Module  # what trains: the model, compiled and/or wrapped in DDP
-    evaluator: nn.Module  # what evaluates: the model, compiled
+    runner: nn.Module  # what trains: the model (or its HiddenStates), compiled and/or wrapped in DDP
+    evaluator: nn.Module  # what evaluates: the same, compiled, without DDP
     optimizer: torch.optim.Optimizer
     batches: BatchSource[Any]
     loss: Callable[[nn.Module, Any], Tensor]
@@ -479,9 +482,12 @@ class _Run:
             start, log = _resume(model, optimizer, out_dir, cfg, tc, info, tokenizer_hash, data_hash)
             log.status = "running"
 
-        runner: nn.Module = model
+        trained: nn.Module = model  # the default loss of a model with a fused head skips the logits
+        if loss is next_token_loss and has_fused_head(model):
+            trained, loss = HiddenStates(model), fused_next_token_loss(model)
+        runner: nn.Module = trained
         if tc.compile:
-            runner = torch.compile(model)  # type: ignore[assignment]  # compile returns a callable wrapper module
+            runner = torch.compile(trained)  # type: ignore[assignment]  # compile returns a callable wrapper module
         evaluator = runner
         if info.enabled:
             runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
