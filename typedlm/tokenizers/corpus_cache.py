@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import struct
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from typedlm.atomic import write_atomic
 from typedlm.errors import ConfigError, DataFileError
 from typedlm.tokenizers.base import Tokenizer
 from typedlm.tokenizers.pretokenize import SAFE_CUT
@@ -290,9 +290,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 def _write_cache(
     cache_file: Path, key: bytes, vocab_size: int, build: Callable[[], Iterator[npt.NDArray[np.uint16]]]
 ) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{cache_file.name}.", suffix=".tmp", dir=cache_file.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
             out.write(bytes(HEADER_BYTES))
             checksum = hashlib.sha256()
             counts = np.zeros(vocab_size, dtype=np.int64)
@@ -306,12 +305,8 @@ def _write_cache(
             out.write(counts.astype("<u8").tobytes())
             out.seek(0)
             out.write(_HEADER.pack(MAGIC, count, vocab_size, key, checksum.digest()))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, cache_file)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+    write_atomic(cache_file, write)
 
 
 def _encoded_spans(
