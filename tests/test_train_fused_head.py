@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 import typedlm as tl
@@ -54,3 +55,14 @@ def test_only_models_with_hidden_states_and_a_head_table_take_the_fused_path() -
     torch.testing.assert_close(
         torch.nn.functional.linear(HiddenStates(gpt2)(ids), gpt2.head_weight), gpt2(ids), atol=1e-6, rtol=1e-6
     )
+
+
+def test_a_subclass_that_overrides_forward_alone_trains_on_its_own_logits() -> None:
+    class SoftCapped(tl.models.GPT2):
+        def forward(
+            self, ids: Int[Tensor, "batch seq"], start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None
+        ) -> Float[Tensor, "batch seq vocab"]:
+            return 30 * torch.tanh(super().forward(ids, start_pos, pad) / 30)
+
+    cfg = tl.CausalConfig(batch=2, seq_len=8, vocab=11, heads=1, head_dim=4, ffn_hidden=8, layers=1)
+    assert has_fused_head(tl.models.GPT2(cfg)) and not has_fused_head(SoftCapped(cfg))

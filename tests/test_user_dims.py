@@ -454,3 +454,29 @@ def test_typedlm_check_builds_layers_of_user_configs_with_distinct_sizes(tmp_pat
     assert {p.message.split(":")[0] for p in report.errors} == {"KVProjectBug", "LowRankBug"}, report.format()
     [skipped] = [p for p in report.problems if p.code == "skipped"]
     assert "skipped Unbuildable" in skipped.message and "Picky refuses every width" in skipped.message
+
+
+def test_a_layer_that_takes_a_config_but_forgets_to_pass_it_on_is_refused_when_built() -> None:
+    class Forgets(Layer[Embedded, Embedded]):
+        def __init__(self, cfg: tl.CausalConfig) -> None:
+            super().__init__()  # bug: d_model would be bound per call, not to cfg.d_model
+
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            return x
+
+    with pytest.raises(tl.ConfigError, match=r"^Forgets: __init__ takes a config .* pass super\(\)\.__init__\(cfg\)$"):
+        Forgets(CFG)
+
+
+def test_a_keyword_only_cfg_is_the_layers_config() -> None:
+    class KeywordConfig(Layer[Embedded, Embedded]):
+        def __init__(self, *, cfg: tl.CausalConfig) -> None:
+            super().__init__(cfg)
+
+        def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+            return x
+
+    layer = KeywordConfig(cfg=CFG)
+    assert layer(torch.randn(2, 3, CFG.d_model)).shape == (2, 3, CFG.d_model)
+    with pytest.raises(tl.ShapeError, match=r"d_model = 16 \(cfg\.d_model"):
+        layer(torch.randn(2, 3, CFG.d_model + 1))

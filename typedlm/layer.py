@@ -97,7 +97,7 @@ def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool]:
 
     The type is its first parameter's annotation (a `CausalConfig` or frozen dataclass type, also inside
     ``X | None``), `CausalConfig` if unannotated or inherited from `Layer`, None if it takes no
-    positional parameter (a stateless layer), else unknown.
+    positional parameter nor a keyword-only ``cfg`` (a stateless layer), else unknown.
     """
     init = getattr(cls, "__init__")  # noqa: B009  # mypy reads cls.__init__ as object.__init__
     if init is Layer.__init__:
@@ -107,6 +107,7 @@ def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool]:
     except (TypeError, ValueError):
         return _Unknown(), False
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = positional or [p for p in parameters if p.kind == p.KEYWORD_ONLY and p.name == "cfg"]
     if not positional:
         return (_Unknown() if any(p.kind == p.VAR_POSITIONAL for p in parameters) else None), False
     first = positional[0]
@@ -120,6 +121,15 @@ def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool]:
         if is_config_type(candidate):
             return typing.cast(type, candidate), True
     return _Unknown(), False
+
+
+def _first_parameter(cls: type) -> str | None:
+    """The name of the first parameter of ``cls.__init__`` after ``self``, if it has one."""
+    try:
+        parameters = list(inspect.signature(getattr(cls, "__init__")).parameters)[1:]  # noqa: B009
+    except (TypeError, ValueError):
+        return None
+    return parameters[0] if parameters else None
 
 
 def _check_dim_names(cls: type, where: str, sig: CallSignature, bound: Sequence[str], source: str) -> None:
@@ -183,11 +193,17 @@ class Layer(nn.Module, Generic[In, Out]):
     _typedlm_signature: CallSignature
     _typedlm_config_type: ClassVar[type | None] = None
     """The config type ``__init__`` annotates its ``cfg`` with; building with another is a ConfigError."""
+    _typedlm_takes_config: ClassVar[bool] = False
+    """Whether the class's own ``__init__`` takes a config: then ``super().__init__()`` without it is refused."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         config_type, annotated = _init_config_type(cls)
         cls._typedlm_config_type = config_type if annotated and isinstance(config_type, type) else None
+        own_init = getattr(cls, "__init__") is not Layer.__init__  # noqa: B009  # mypy reads it as object.__init__
+        cls._typedlm_takes_config = (
+            own_init and isinstance(config_type, type) and (annotated or _first_parameter(cls) == "cfg")
+        )
         if "forward" not in cls.__dict__:
             return
         signature = CallSignature.of(cls.__dict__["forward"], method=True)
@@ -206,6 +222,11 @@ class Layer(nn.Module, Generic[In, Out]):
         check_mode_variable()
         name = type(self).__name__
         wanted = type(self)._typedlm_config_type
+        if cfg is None and type(self)._typedlm_takes_config:
+            raise ConfigError(
+                f"{name}: __init__ takes a config but called super().__init__() without it (its config dims would go "
+                "unchecked): pass super().__init__(cfg)"
+            )
         if cfg is not None and wanted is not None and not isinstance(cfg, wanted):
             raise ConfigError(f"{name}(cfg): cfg must be a {wanted.__name__}, got {type(cfg).__name__}")
         try:

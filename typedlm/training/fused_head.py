@@ -26,8 +26,15 @@ class FusedHeadModel(Protocol):
 
 
 def has_fused_head(model: nn.Module) -> bool:
-    """Whether ``model`` gives ``hidden_states(ids)`` and a ``head_weight`` table for the fused loss."""
-    return callable(getattr(model, "hidden_states", None)) and isinstance(getattr(model, "head_weight", None), Tensor)
+    """Whether ``model`` gives ``hidden_states(ids)`` and a ``head_weight`` table for the fused loss, and
+    its ``forward`` is the class's that defines them (a subclass overriding ``forward`` alone — soft-capped
+    logits, say — trains on its own logits)."""
+    hidden_states = getattr(type(model), "hidden_states", None)
+    if not callable(hidden_states) or not isinstance(getattr(model, "head_weight", None), Tensor):
+        return False
+    owner = next(klass for klass in type(model).__mro__ if "hidden_states" in vars(klass))
+    forward_owner = next(klass for klass in type(model).__mro__ if "forward" in vars(klass))
+    return forward_owner is owner
 
 
 class HiddenStates(nn.Module):

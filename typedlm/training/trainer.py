@@ -252,7 +252,9 @@ def _seed_dropout(seed: int, rank: int, step: int, device: torch.device) -> None
 def _to_device(batch: Any, device: torch.device) -> Any:
     """``batch`` with every tensor in it (nested in tuples, lists and dicts) moved to ``device``."""
     if isinstance(batch, Tensor):
-        return batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch
+        if device.type == "cuda" and batch.device.type == "cpu":  # pinned: the copy overlaps the step
+            return batch.pin_memory().to(device, non_blocking=True)
+        return batch.to(device)
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
         return type(batch)(*(_to_device(item, device) for item in batch))
     if isinstance(batch, tuple | list):
