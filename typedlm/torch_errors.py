@@ -6,6 +6,7 @@ Torch reports a shape mismatch deep inside an op (``mat1 and mat2 shapes cannot 
 """
 
 import dis
+import importlib.util
 import linecache
 import re
 import sysconfig
@@ -14,15 +15,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-import beartype
 import jaxtyping
 import torch
 from torch import Tensor
 
 from typedlm.errors import ShapeError
 
+_BEARTYPE = importlib.util.find_spec("beartype")  # found, not imported: the checks import it on first use
 _LIBRARY_DIRS = tuple(
-    str(Path(file).parent.resolve()) + "/" for file in (torch.__file__, jaxtyping.__file__, beartype.__file__, __file__)
+    str(Path(file).parent.resolve()) + "/"
+    for file in (torch.__file__, jaxtyping.__file__, _BEARTYPE.origin if _BEARTYPE else None, __file__)
+    if file is not None
 )
 """torch, jaxtyping, beartype and typedlm itself: a frame there is never where the user's bug is."""
 _STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + "/"

@@ -4,7 +4,7 @@ Under ``torch.compile`` the outermost checked call runs outside the graph (dynam
 wrong input still raises `ShapeError`); calls that dynamo inlines run their checks while it traces them
 (once per compiled shape), leaving no checks in the compiled graph. TorchDynamo itself is not imported
 here (importing it costs about a second): the frames are registered with it when a program first
-imports it (``import typedlm`` stays about 0.3 s over ``import torch``; ``benchmarks/import_time.py``).
+imports it (``import typedlm`` stays about 0.1 s over ``import torch``; ``benchmarks/import_time.py``).
 """
 
 import importlib.abc

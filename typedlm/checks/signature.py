@@ -11,8 +11,6 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from beartype.door import die_if_unbearable
-from beartype.roar import BeartypeException
 from jaxtyping import jaxtyped
 from torch import Tensor
 
@@ -160,8 +158,12 @@ def _beartype_check(
 ) -> None:
     """beartype + jaxtyping on every annotated argument (and the result), in one jaxtyping dim context.
 
-    Their report becomes a one-line ShapeError.
+    Their report becomes a one-line ShapeError. beartype is imported here, on the first check (it adds
+    about 0.2 s to ``import typedlm`` otherwise; ``benchmarks/import_time.py``).
     """
+    from beartype.door import die_if_unbearable
+    from beartype.roar import BeartypeException
+
     checks: list[tuple[str, object, object]] = []
     for index, param in enumerate(sig.params):
         if param.hint is _EMPTY:
