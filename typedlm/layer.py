@@ -92,8 +92,9 @@ class _Unknown:
     """The config type of a layer whose ``__init__`` annotation cannot be read when its class is created."""
 
 
-def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool]:
-    """The config type ``cls.__init__`` takes, and whether it is annotated.
+def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool, bool]:
+    """The config type ``cls.__init__`` takes, whether it is annotated, and whether ``cls``'s own
+    ``__init__`` takes a config (then ``super().__init__()`` without one is a mistake).
 
     The type is its first parameter's annotation (a `CausalConfig` or frozen dataclass type, also inside
     ``X | None``), `CausalConfig` if unannotated or inherited from `Layer`, None if it takes no
@@ -101,35 +102,26 @@ def _init_config_type(cls: type) -> tuple[type | _Unknown | None, bool]:
     """
     init = getattr(cls, "__init__")  # noqa: B009  # mypy reads cls.__init__ as object.__init__
     if init is Layer.__init__:
-        return CausalConfig, False
+        return CausalConfig, False, False
     try:
         parameters = list(inspect.signature(init).parameters.values())[1:]
     except (TypeError, ValueError):
-        return _Unknown(), False
+        return _Unknown(), False, False
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     positional = positional or [p for p in parameters if p.kind == p.KEYWORD_ONLY and p.name == "cfg"]
     if not positional:
-        return (_Unknown() if any(p.kind == p.VAR_POSITIONAL for p in parameters) else None), False
+        return (_Unknown() if any(p.kind == p.VAR_POSITIONAL for p in parameters) else None), False, False
     first = positional[0]
     if first.annotation is inspect.Parameter.empty:
-        return CausalConfig, False
+        return CausalConfig, False, first.name == "cfg"
     try:
         hint = typing.get_type_hints(init).get(first.name)
     except Exception:  # a forward reference not defined yet: checked when the layer is built
-        return _Unknown(), False
+        return _Unknown(), False, False
     for candidate in (hint, *typing.get_args(hint)):
         if is_config_type(candidate):
-            return typing.cast(type, candidate), True
-    return _Unknown(), False
-
-
-def _first_parameter(cls: type) -> str | None:
-    """The name of the first parameter of ``cls.__init__`` after ``self``, if it has one."""
-    try:
-        parameters = list(inspect.signature(getattr(cls, "__init__")).parameters)[1:]  # noqa: B009
-    except (TypeError, ValueError):
-        return None
-    return parameters[0] if parameters else None
+            return typing.cast(type, candidate), True, True
+    return _Unknown(), False, False
 
 
 def _check_dim_names(cls: type, where: str, sig: CallSignature, bound: Sequence[str], source: str) -> None:
@@ -198,12 +190,9 @@ class Layer(nn.Module, Generic[In, Out]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        config_type, annotated = _init_config_type(cls)
+        config_type, annotated, takes_config = _init_config_type(cls)
         cls._typedlm_config_type = config_type if annotated and isinstance(config_type, type) else None
-        own_init = getattr(cls, "__init__") is not Layer.__init__  # noqa: B009  # mypy reads it as object.__init__
-        cls._typedlm_takes_config = (
-            own_init and isinstance(config_type, type) and (annotated or _first_parameter(cls) == "cfg")
-        )
+        cls._typedlm_takes_config = takes_config
         if "forward" not in cls.__dict__:
             return
         signature = CallSignature.of(cls.__dict__["forward"], method=True)
