@@ -17,6 +17,11 @@ Peers, side by side, each step in a fresh process (so peak RSS is that step's al
   each document file (a pool of one process per core, an end-of-text id after each, as in its
   OpenWebText recipe), the ids appended to a ``np.uint16`` ``.bin``; the start is ``np.memmap`` of it.
 
+Training rows, also each in a fresh process: `TRAIN_STEPS` steps of a small model from the cached
+corpus — typedlm's ``train()`` (on the local vocabulary, text_gpt2's CPU default) against nanoGPT's
+``get_batch`` (a new memmap every batch) in a plain loop — time from the start to the first step done,
+steps/s, and peak RSS: the memory a whole run on the corpus takes must not grow with it.
+
 Columns: MB/s of cache building (corpus bytes / wall time, 10^6 bytes), tokens/s, and peak RSS (the
 largest of the process and its workers); the start's wall time (from after the imports to the first
 batch of windows read) and its peak RSS. Targets (issue 12): build >= 8 MB/s on 2 cores; a cached start
@@ -96,32 +101,88 @@ def generate_corpus(folder: Path, megabytes: int) -> None:
         index += 1
 
 
-def measure(kind: str, files: list[Path], work: Path) -> dict[str, Any]:
-    """One step in this process: build or start, typedlm or nanoGPT. Returns wall time, tokens, RSS."""
+def measure(kind: str, spec: str, work: Path) -> dict[str, Any]:
+    """One step in this process: build, start or train, typedlm or nanoGPT. Returns wall time, tokens, RSS."""
     from typedlm.tokenizers import GPT2BPE
-    from typedlm.tokenizers.corpus_cache import token_cache
     from typedlm.training.batches import split_tokens
+    from typedlm.training.corpus import find_corpus_files
+    from typedlm.training.text_data import prepare_text_data
 
+    source = find_corpus_files(spec, allow_small=True)
     cache = work / "cache"
     tokenizer = GPT2BPE.from_vendored()  # loaded before the clock starts: a run needs it to decode anyway
     started = time.perf_counter()
+    result: dict[str, Any] = {}
     if kind == "typedlm build":
         shutil.rmtree(cache, ignore_errors=True)
-        tokens: Any = token_cache(files, tokenizer, cache_dir=cache, progress=False).tokens
+        tokens: Any = prepare_text_data(source, tokenizer, cache_dir=cache).tokens
     elif kind == "typedlm start":
-        tokens = token_cache(files, tokenizer, cache_dir=cache, progress=False).tokens
+        tokens = prepare_text_data(source, tokenizer, cache_dir=cache).tokens
         train, _ = split_tokens(tokens, 0.1)
         _first_batch(train)
+    elif kind == "typedlm train":
+        data = prepare_text_data(source, tokenizer, LOCAL_VOCAB, cache_dir=cache)  # text_gpt2's CPU default
+        tokens = data.tokens
+        result = _typedlm_train(data.tokens, data.tokenizer.vocab_size, started)
     elif kind == "nanoGPT build":
-        tokens = _nanogpt_prepare(files, work / "train.bin")
-    else:
+        tokens = _nanogpt_prepare(list(source.files), work / "train.bin")
+    elif kind == "nanoGPT start":
         tokens = np.memmap(work / "train.bin", dtype=np.uint16, mode="r")
         train = tokens[: int(len(tokens) * 0.9)]
         _first_batch(train)
+    else:
+        tokens = np.memmap(work / "train.bin", dtype=np.uint16, mode="r")
+        result = _nanogpt_train(work / "train.bin", started)
     seconds = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": seconds, "tokens": len(tokens), "rss_mb": max(own, workers) / 1024}
+    return {"seconds": seconds, "tokens": len(tokens), "rss_mb": max(own, workers) / 1024, **result}
+
+
+LOCAL_VOCAB = 4096
+TRAIN_STEPS = 300
+TRAIN_SHAPE: dict[str, Any] = dict(layers=2, heads=2, head_dim=16, seq_len=256, batch=16, ffn_hidden=128)
+"""The training rows' model: small, so the data side shows (both peers train this shape)."""
+
+
+def _typedlm_train(tokens: np.ndarray[Any, Any], vocab: int, started: float) -> dict[str, Any]:
+    """`typedlm.training.train` for `TRAIN_STEPS` on ``tokens``: seconds to the first step done, steps/s."""
+    import typedlm as tl
+    from typedlm.training import TrainConfig, split_tokens, train
+
+    train_ids, val_ids = split_tokens(tokens, 0.1)
+    cfg = tl.CausalConfig(vocab=vocab, **TRAIN_SHAPE)
+    tc = TrainConfig(steps=TRAIN_STEPS, eval_every=0, eval_batches=1, log_every=50, device="cpu", progress=False)
+    times: list[float] = []
+    train(tl.models.GPT2(cfg), cfg, train_ids, val_ids, tc, on_step=lambda _: times.append(time.perf_counter()))
+    return {"first_step": times[0] - started, "steps_per_s": (len(times) - 1) / (times[-1] - times[0])}
+
+
+def _nanogpt_train(path: Path, started: float) -> dict[str, Any]:
+    """nanoGPT's train.py data side: ``get_batch`` re-opens the ``np.memmap`` each batch (its cure for the
+    memmap's growing memory), x/y int64 windows; the same model shape, the GPT-2 vocabulary padded to
+    50,304 as nanoGPT does, AdamW, a plain loop."""
+    import torch
+
+    import typedlm as tl
+
+    cfg = tl.CausalConfig(vocab=50304, **TRAIN_SHAPE)
+    model = tl.models.GPT2(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    times: list[float] = []
+    for _ in range(TRAIN_STEPS):
+        whole = np.memmap(path, dtype=np.uint16, mode="r")
+        data = whole[: int(len(whole) * 0.9)]
+        ix = rng.integers(0, len(data) - cfg.seq_len - 1, size=cfg.batch)
+        x = torch.stack([torch.from_numpy(data[i : i + cfg.seq_len].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + cfg.seq_len].astype(np.int64)) for i in ix])
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter())
+    return {"first_step": times[0] - started, "steps_per_s": (len(times) - 1) / (times[-1] - times[0])}
 
 
 def _first_batch(tokens: np.ndarray[Any, Any]) -> None:
@@ -186,10 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--step", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
-        from typedlm.training.corpus import find_corpus_files
-
-        files = list(find_corpus_files(args.data_file, allow_small=True).files)
-        print(json.dumps(measure(args.step, files, args.work)))
+        print(json.dumps(measure(args.step, args.data_file, args.work)))
         return
     corpora: list[tuple[str, str, Path]] = []
     if args.data_file:
@@ -211,20 +269,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         for peer in ("typedlm", "nanoGPT"):
             build = run_step(f"{peer} build", spec, work)
             start = run_step(f"{peer} start", spec, work)
-            rows.append((label, peer, size, build, start))
+            if peer == "typedlm":
+                run_step("typedlm train", spec, work)  # once, untimed: the local-vocabulary cache is built
+            trained = run_step(f"{peer} train", spec, work)
+            rows.append((label, peer, size, build, start, trained))
             print(
-                f"  {label}, {peer}: built in {build['seconds']:.1f} s, started in {start['seconds']:.2f} s", flush=True
+                f"  {label}, {peer}: built in {build['seconds']:.1f} s, started in {start['seconds']:.2f} s, "
+                f"trained {TRAIN_STEPS} steps in {trained['seconds']:.1f} s",
+                flush=True,
             )
     print(f"\nToken cache of a corpus (GPT-2 BPE), {cores} cores, load average {os.getloadavg()[0]:.1f}\n")
-    print("| corpus            | peer    | build MB/s | build tokens/s | build peak RSS | start  | start peak RSS |")
-    print("|-------------------|---------|-----------:|---------------:|---------------:|-------:|---------------:|")
-    for label, peer, size, build, start in rows:
+    print(
+        "| corpus            | peer    | build MB/s | build tokens/s | build peak RSS | start  | start peak RSS "
+        "| train: first step | steps/s | train peak RSS |"
+    )
+    print(
+        "|-------------------|---------|-----------:|---------------:|---------------:|-------:|---------------:"
+        "|------------------:|--------:|---------------:|"
+    )
+    for label, peer, size, build, start, trained in rows:
         print(
             f"| {label:17s} | {peer:7s} | {size / 1e6 / build['seconds']:10.1f} | "
             f"{build['tokens'] / build['seconds']:14,.0f} | {build['rss_mb']:11,.0f} MB | "
-            f"{start['seconds']:5.2f}s | {start['rss_mb']:11,.0f} MB |"
+            f"{start['seconds']:5.2f}s | {start['rss_mb']:11,.0f} MB | {trained['first_step']:16.2f}s | "
+            f"{trained['steps_per_s']:7.1f} | {trained['rss_mb']:11,.0f} MB |"
         )
-    print("\nTargets: build >= 8 MB/s on 2 cores; cached start <= 2 s; peak RSS <= 1.5 GB, flat in the corpus size.")
+    print(
+        f"\nTraining rows: {TRAIN_STEPS} steps of {TRAIN_SHAPE} from the cached corpus (typedlm: `train()` on the "
+        f"{LOCAL_VOCAB}-id local vocabulary, text_gpt2's CPU default; nanoGPT: its get_batch and a plain loop, "
+        "full vocabulary); first step = from the start (cache opened) to the first step done."
+    )
+    print("Targets: build >= 8 MB/s on 2 cores; cached start <= 2 s; peak RSS <= 1.5 GB, flat in the corpus size.")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -417,6 +417,29 @@ def _cache_problem(cache_file: Path, key: bytes, verify: bool) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CacheContent:
+    """What a token cache's header says of its ids: every id is below ``vocab_size``; ``checksum`` is the
+    sha256 of all its token bytes (see the module docstring)."""
+
+    vocab_size: int
+    checksum: bytes
+
+
+def cache_content(tokens: npt.NDArray[np.integer[Any]]) -> CacheContent | None:
+    """The header of the token cache ``tokens`` is mapped from (the whole of it, or a view such as a
+    train/val split), or None for any other array. Reads 128 bytes: constant time whatever the corpus."""
+    path = getattr(tokens, "filename", None)
+    if not isinstance(tokens, np.memmap) or tokens.dtype != np.uint16 or not isinstance(path, (str, os.PathLike)):
+        return None
+    try:
+        with open(path, "rb") as file:
+            magic, _, vocab_size, _, checksum = _HEADER.unpack(file.read(_HEADER.size))
+    except (OSError, struct.error):
+        return None
+    return CacheContent(vocab_size, checksum) if magic == MAGIC else None
+
+
 def _open_cache(cache_file: Path, key: bytes) -> TokenCache:
     with open(cache_file, "rb") as file:
         _, count, vocab_size, _, _ = _HEADER.unpack(file.read(_HEADER.size))
@@ -431,7 +454,9 @@ def _open_cache(cache_file: Path, key: bytes) -> TokenCache:
 
 
 __all__ = [
+    "CacheContent",
     "TokenCache",
+    "cache_content",
     "chunk_spans",
     "corpus_spans",
     "default_cache_dir",

@@ -14,7 +14,6 @@ The typed core (`typedlm.models`, `typedlm.nn`, `typedlm.losses`, ...) never imp
 from typedlm.training.batches import (
     BatchSlot,
     BatchSource,
-    Tokens,
     TokenWindows,
     next_token_loss,
     sample_batch,
@@ -32,6 +31,7 @@ from typedlm.training.corpus import Corpus, CorpusError, default_corpus_text, lo
 from typedlm.training.device import DeviceError, resolve_device
 from typedlm.training.presets import PRESETS, Preset, get_preset
 from typedlm.training.run_dir import check_run_dir, run_lock
+from typedlm.training.token_arrays import Tokens
 from typedlm.training.trainer import (
     TrainConfig,
     TrainingDiverged,

@@ -9,7 +9,6 @@ process with ``batch * world * micro_steps`` rows sees.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -21,9 +20,7 @@ from torch import Tensor, nn
 
 from typedlm import losses
 from typedlm.errors import ConfigError
-
-Tokens = npt.NDArray[np.integer[Any]]
-"""A 1-D array of token ids (uint8/uint16/int32/int64; a ``np.memmap`` works too)."""
+from typedlm.training.token_arrays import Tokens, full_token_fingerprint, release_pages, token_fingerprint
 
 TRAIN_STREAM = 0
 VAL_STREAM = 1
@@ -131,6 +128,7 @@ def sample_windows(
     rng = np.random.default_rng([seed, stream, step])
     starts = slot.block(rng.integers(0, len(tokens) - seq_len, size=slot.blocks * batch))
     windows = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    release_pages(tokens)  # a memmapped corpus's resident memory stays that of one batch
     return torch.from_numpy(windows)
 
 
@@ -173,12 +171,14 @@ class TokenWindows:
         return self._windows(self.val, slot, VAL_STREAM)
 
     def fingerprint(self) -> str:
-        """sha256 of both token arrays (their dtypes and ids)."""
-        h = hashlib.sha256()
-        for tokens in (self.train, self.val):
-            h.update(str(tokens.dtype).encode())
-            h.update(np.ascontiguousarray(tokens).data)
-        return h.hexdigest()
+        """`token_fingerprint` of both token arrays: sha256 of their ids, or constant-time samples of
+        them (and their cache's checksum) above `typedlm.training.token_arrays.FULL_HASH_BYTES`."""
+        return token_fingerprint(self.train, self.val)
+
+    def full_fingerprint(self) -> str:
+        """sha256 of both arrays' ids whatever their size: how checkpoints written before sampled
+        fingerprints named the data (a resumed run accepts either)."""
+        return full_token_fingerprint(self.train, self.val)
 
     def _windows(self, tokens: Tokens, slot: BatchSlot, stream: int) -> Int64[Tensor, "batch seq_len+1"]:
         return sample_windows(

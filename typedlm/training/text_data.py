@@ -26,8 +26,8 @@ import torch
 
 from typedlm.tokenizers import GPT2BPE, ByteTokenizer, LocalTokenizer, LocalVocab, Tokenizer
 from typedlm.tokenizers.corpus_cache import MAX_VOCAB, project_token_cache, token_cache
-from typedlm.training.batches import Tokens
 from typedlm.training.corpus import Corpus, CorpusFiles
+from typedlm.training.token_arrays import Tokens
 
 DEFAULT_LOCAL_VOCAB = 4096
 """The local vocabulary size a CPU run projects onto by default (OOV included)."""

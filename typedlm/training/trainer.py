@@ -33,9 +33,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from typedlm.config import CausalConfig
-from typedlm.errors import ConfigError, ShapeError
+from typedlm.errors import ConfigError
 from typedlm.token_ids import ids_validated
-from typedlm.training.batches import BatchSlot, BatchSource, Tokens, TokenWindows, next_token_loss
+from typedlm.training.batches import BatchSlot, BatchSource, TokenWindows, next_token_loss
 from typedlm.training.checkpoint import (
     TRAINER_FIELDS,
     CheckpointError,
@@ -50,6 +50,7 @@ from typedlm.training.distributed import DistInfo, dist_info_from_env, init_proc
 from typedlm.training.fused_head import HiddenStates, fused_next_token_loss, has_fused_head
 from typedlm.training.plots import save_loss_curve
 from typedlm.training.run_dir import check_run_dir, run_lock
+from typedlm.training.token_arrays import Tokens, check_token_array
 from typedlm.training.trainlog import EvalRecord, ExtensionRecord, StepRecord, ThroughputRecord, TrainLog
 
 Batch = TypeVar("Batch")
@@ -214,31 +215,6 @@ def check_vocab_fits(vocab_size: int, cfg: CausalConfig, what: str = "tokenizer"
             "ids past the vocabulary have no embedding. Build the model with vocab >= "
             f"{vocab_size}, or project the tokens onto a smaller local vocabulary (--local-vocab)."
         )
-
-
-def check_token_array(tokens: object, vocab: int, name: str) -> None:
-    """Refuse token data that is not a 1-D integer array of ids in ``0..vocab-1`` (a ShapeError naming
-    the first id outside the vocabulary)."""
-    if not isinstance(tokens, np.ndarray) or tokens.ndim != 1:
-        found = f"shape {tokens.shape}" if isinstance(tokens, np.ndarray) else type(tokens).__name__
-        raise ShapeError(f"train(): {name} must be a 1-D numpy array of token ids, got {found}")
-    if not np.issubdtype(tokens.dtype, np.integer):
-        raise ShapeError(f"train(): {name} must hold integer token ids, got dtype {tokens.dtype}")
-    if len(tokens) == 0:
-        return
-    unsigned = np.issubdtype(tokens.dtype, np.unsignedinteger)
-    if unsigned and np.iinfo(tokens.dtype).max < vocab:
-        return  # every value the dtype holds is an id (uint16 tokens, a vocabulary above 65,535)
-    low = 0 if unsigned else int(tokens.min())
-    high = int(tokens.max())
-    if low >= 0 and high < vocab:
-        return
-    index = int(np.argmax(tokens < 0)) if low < 0 else int(np.argmax(tokens >= vocab))
-    raise ShapeError(
-        f"train(): {name}[{index}] is token id {int(tokens[index])}, outside the model's vocabulary "
-        f"0..{vocab - 1} (CausalConfig.vocab={vocab}): build the model with vocab >= {high + 1}, or project "
-        "the tokens onto a smaller local vocabulary (--local-vocab)"
-    )
 
 
 def _seed_dropout(seed: int, rank: int, step: int, device: torch.device) -> None:
@@ -481,7 +457,7 @@ class _Run:
         start = 0
         if resume:
             assert out_dir is not None
-            start, log = _resume(model, optimizer, out_dir, cfg, tc, info, tokenizer_hash, data_hash)
+            start, log = _resume(model, optimizer, out_dir, cfg, tc, info, tokenizer_hash, data_hash, batches)
             log.status = "running"
 
         trained: nn.Module = model  # the default loss of a model with a fused head skips the logits
@@ -633,6 +609,7 @@ def _resume(
     info: DistInfo,
     tokenizer_hash: str,
     data_hash: str,
+    batches: BatchSource[Any],
 ) -> tuple[int, TrainLog]:
     path = find_checkpoint(out_dir)
     if path is None:
@@ -654,6 +631,7 @@ def _resume(
                 f"{where}: train.{name} was {state['train'].get(name)!r}, this run has {getattr(tc, name)!r}; "
                 "resume with the same settings (or start a new --out)"
             )
+    data_hash = _data_hash_as_written(state.get("data_hash"), data_hash, batches)
     checks = (("world_size", info.world_size), ("tokenizer_hash", tokenizer_hash), ("data_hash", data_hash))
     for name, value in checks:
         if state.get(name) != value:
@@ -665,6 +643,17 @@ def _resume(
         log.extensions.append(ExtensionRecord(ckpt.step, state["train"].get("steps"), tc.steps))
         log.train = tc.to_dict()
     return ckpt.step, log
+
+
+def _data_hash_as_written(written: object, data_hash: str, batches: BatchSource[Any]) -> str:
+    """``data_hash``, or the sha256 of every id when that is what the checkpoint has: token windows
+    above `typedlm.training.token_arrays.FULL_HASH_BYTES` were hashed whole before sampled fingerprints
+    (so the ids are read once, to resume such a checkpoint)."""
+    if written != data_hash and data_hash.startswith("sampled:") and isinstance(batches, TokenWindows):
+        full = batches.full_fingerprint()
+        if full == written:
+            return full
+    return data_hash
 
 
 def _plot(log: TrainLog, out_dir: Path) -> None:
