@@ -5,6 +5,7 @@ Hugging Face format, which cannot hold it."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,15 @@ from torch import Tensor
 
 import typedlm as tl
 from typedlm.hf import save_gpt2
-from typedlm.training import CheckpointError, load_gpt2_checkpoint, load_weights, save_checkpoint
+from typedlm.training import (
+    CheckpointError,
+    TrainConfig,
+    find_checkpoint,
+    load_gpt2_checkpoint,
+    load_weights,
+    save_checkpoint,
+    train,
+)
 
 CFG = tl.CausalConfig(batch=2, seq_len=16, vocab=32, heads=2, head_dim=8, ffn_hidden=64, layers=3)
 HEADS, FFN = [2, 4, 1], [32, 64, 48]
@@ -132,6 +141,28 @@ def test_loading_into_a_model_of_other_widths_is_refused_even_with_equal_shapes(
     path = _save(_model(), tmp_path)
     other = tl.models.GPT2(CFG, block_heads=[1, 4, 1], block_ffn=FFN)  # every weight has the same shape
     with pytest.raises(CheckpointError, match=r"state.json: blocks.heads is \[2, 4, 1\], but this GPT2 has"):
+        load_weights(other, path)
+
+
+def test_the_trainers_checkpoint_of_such_a_model_loads_as_the_trained_model(tmp_path: Path) -> None:
+    model = _model(seed=7)
+    tokens = (np.arange(300) % CFG.vocab).astype(np.uint16)
+    tc = TrainConfig(steps=1, warmup_steps=0, eval_batches=1, device="cpu", progress=False)
+    train(model, CFG, tokens[:240], tokens[240:], tc, out_dir=tmp_path)
+    found = find_checkpoint(tmp_path)
+    assert found is not None
+    ids = _ids(2, 6)
+    assert torch.equal(load_gpt2_checkpoint(found)(ids), model.eval()(ids))
+
+
+def test_a_chain_from_the_constructors_records_and_checks_its_widths_too(tmp_path: Path) -> None:
+    chain = tl.models.causal_transformer_indexed(CFG, block_heads=HEADS, block_ffn=FFN)
+    path = save_checkpoint(tmp_path, chain, torch.optim.AdamW(chain.parameters()), {"step": 0, "config": {}})
+    assert json.loads((path / "state.json").read_text())["blocks"] == {"heads": HEADS, "ffn": FFN}
+    other = tl.models.causal_transformer_indexed(CFG, block_heads=[1, 4, 1], block_ffn=FFN)
+    with pytest.raises(
+        CheckpointError, match=r"blocks.heads is \[2, 4, 1\], but this Chain has block_heads=\[1, 4, 1\]"
+    ):
         load_weights(other, path)
 
 

@@ -72,7 +72,7 @@ from typedlm.json_fields import (
     str_field,
 )
 from typedlm.json_file import UnreadableJSON, read_json
-from typedlm.models import GPT2
+from typedlm.models import GPT2, CausalTransformer
 from typedlm.training.trainlog import TrainLog
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
@@ -158,8 +158,8 @@ def save_checkpoint(
     out_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> Path:
     """Write ``model`` (unwrapped: not DDP or compiled), ``optimizer`` and the JSON-able ``state`` (which
-    must hold ``step`` and ``config``) as ``out_dir/checkpoint``; returns that path. For a `GPT2` the
-    state also records each block's widths (``blocks``)."""
+    must hold ``step`` and ``config``) as ``out_dir/checkpoint``; returns that path. For a `GPT2` (or
+    another model with one `CausalTransformer`) the state also records each block's widths (``blocks``)."""
     final = checkpoint_dir(out_dir)
     tmp, prev = final.with_name("checkpoint.tmp"), final.with_name("checkpoint.prev")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -227,8 +227,9 @@ def load_checkpoint(path: str | Path, *, require: tuple[str, ...] = ()) -> Check
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load ``path/model.safetensors`` into ``model`` in place; the file must match its checksum, hold
-    only finite numbers, and fit ``model`` tensor for tensor (by name and shape); a `GPT2` must have the
-    block widths the checkpoint records. On any error the model is left as it was."""
+    only finite numbers, and fit ``model`` tensor for tensor (by name and shape); a `GPT2` (or another
+    model with one `CausalTransformer`) must have the block widths the checkpoint records. On any error
+    the model is left as it was."""
     file = Path(path) / MODEL_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: model weights not found")
@@ -258,24 +259,31 @@ def load_gpt2_checkpoint(path: str | Path) -> GPT2:
     return model.eval()
 
 
+def _body(model: nn.Module) -> CausalTransformer | None:
+    """The one `CausalTransformer` in ``model`` (a `GPT2`'s, a ``causal_transformer_*`` chain's), if one."""
+    bodies = [m for m in model.modules() if isinstance(m, CausalTransformer)]
+    return bodies[0] if len(bodies) == 1 else None
+
+
 def _blocks_of(model: nn.Module) -> dict[str, Any]:
-    """``{"blocks": {"heads": [...], "ffn": [...]}}`` for a `GPT2`, else nothing."""
-    if not isinstance(model, GPT2):
+    """``{"blocks": {"heads": [...], "ffn": [...]}}`` for a model with one `CausalTransformer`, else nothing."""
+    body = _body(model)
+    if body is None:
         return {}
-    return {"blocks": {"heads": list(model.block_heads), "ffn": list(model.block_ffn)}}
+    return {"blocks": {"heads": list(body.block_heads), "ffn": list(body.block_ffn)}}
 
 
 def _check_blocks(model: nn.Module, state: dict[str, Any], file: Path) -> None:
-    """A `GPT2` loading a checkpoint that records block widths must have those widths (a head count can
+    """A model loading a checkpoint that records block widths must have those widths (a head count can
     differ with every weight shape the same, so `_check_fits` would not see it)."""
-    recorded = state.get("blocks")
-    if recorded is None or not isinstance(model, GPT2):
+    recorded, body = state.get("blocks"), _body(model)
+    if recorded is None or body is None:
         return
-    for name, own in (("heads", model.block_heads), ("ffn", model.block_ffn)):
+    for name, own in (("heads", body.block_heads), ("ffn", body.block_ffn)):
         if list(own) != recorded[name]:
             raise CheckpointError(
-                f"{file}: blocks.{name} is {recorded[name]}, but this GPT2 has block_{name}={list(own)}: build it "
-                f"with GPT2(cfg, block_{name}={recorded[name]}) or use load_gpt2_checkpoint"
+                f"{file}: blocks.{name} is {recorded[name]}, but this {type(model).__name__} has block_{name}="
+                f"{list(own)}: build it with block_{name}={recorded[name]}, or use load_gpt2_checkpoint"
             )
 
 
