@@ -56,6 +56,7 @@ def _block_widths(
 
 
 def _per_block(cfg: CausalConfig, name: str, values: Sequence[int] | None, default: int, where: str) -> tuple[int, ...]:
+    """``values`` (one int >= 1 per block) checked, or ``default`` for every block when None."""
     if values is None:
         return (default,) * cfg.layers
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
@@ -91,10 +92,11 @@ class CausalTransformer(Layer[Embedded, Logits]):
         super().__init__(cfg)
         self.block_heads, self.block_ffn = _block_widths(cfg, block_heads, block_ffn, type(self).__name__)
         self.pos = PositionalEmbedding(cfg, seed=seed)
+        widths = enumerate(zip(self.block_heads, self.block_ffn, strict=True))
         self.blocks = Stack(
             [
                 TransformerBlock(cfg, index=i, heads=_own(heads, cfg.heads), ffn=_own(ffn, cfg.ffn_hidden), seed=seed)
-                for i, (heads, ffn) in enumerate(zip(self.block_heads, self.block_ffn, strict=True))
+                for i, (heads, ffn) in widths
             ]
         )
         self.ln_f = LayerNorm(cfg)
