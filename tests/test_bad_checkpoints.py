@@ -430,7 +430,7 @@ def test_the_trainer_writes_every_trainer_field(tmp_path: Path) -> None:
     found = find_checkpoint(tmp_path)
     assert found is not None
     state = read_state(found, require=TRAINER_FIELDS)
-    assert set(TRAINER_FIELDS) | {"format", "step", "config", "optimizer", "checksums"} == set(state)
+    assert set(TRAINER_FIELDS) | {"format", "step", "config", "blocks", "optimizer", "checksums"} == set(state)
     model = _model()
     load_weights(model, found)
     restore_optimizer(configure_optimizer(model, tc, torch.device("cpu")), load_checkpoint(found))
@@ -563,6 +563,7 @@ def _edits(doc: Any) -> st.SearchStrategy[list[tuple[tuple[str | int, ...], obje
 STATE_SHAPE = {  # the keys of the checkpoint's state.json, for the fuzzer to aim at
     "format": CHECKPOINT_FORMAT,
     **_state(1),
+    "blocks": {"heads": [CFG.heads] * CFG.layers, "ffn": [CFG.ffn_hidden] * CFG.layers},
     "optimizer": {"param_groups": _trained()[1].state_dict()["param_groups"], "scalars": {}},
     "checksums": dict.fromkeys([MODEL_FILE, OPTIMIZER_FILE], ""),
 }

@@ -118,3 +118,25 @@ def test_example_prints_a_total_equal_to_param_count(argv: list[str], capsys: py
     out = capsys.readouterr().out
     count = re.search(r"param_count\(\) = ([\d,]+)", out)
     assert count and _total(out) == int(count.group(1).replace(",", ""))
+
+
+def test_blocks_of_their_own_widths_are_described_in_groups_of_equal_consecutive_blocks() -> None:
+    heads, ffn = [2, 2, 4, 1], [32, 32, 64, 48]
+    model = tl.models.GPT2(tl.CausalConfig(**{**SMALL, "layers": 4}), block_heads=heads, block_ffn=ffn)
+    card, full = algorithm_card(model), algorithm_card_full(model)
+    assert _total(card) == _total(full) == _n_params(model)
+    for first, last, h, f in (("1", "2", 2, 32), ("3", None, 4, 64), ("4", None, 1, 48)):
+        blocks = f"{{{first}, {last}}}" if last else f"{{{first}}}"
+        widths = f"H = {h}, d_h = {16 // h}, d_mlp = {f}"
+        assert f"l ∈ {blocks}:" in card and widths in card.split("Parameters:")[0]  # hyperparameters
+        assert f"For l ∈ {blocks} (TransformerBlock l−1 of 4; {widths}):" in card
+        assert re.search(rf"for l ∈ {re.escape(blocks)} do +▷ {widths}\n", card)
+        assert f"= ℝ^{{{f}×16}}    MLP input projection" in card
+    assert "\n  H      =" not in card and "d_mlp  =" not in card  # no one width claimed for every block
+
+
+def test_blocks_all_of_one_width_other_than_the_configs_show_that_width() -> None:
+    model = tl.models.GPT2(tl.CausalConfig(**SMALL), block_heads=[4] * 3, block_ffn=[20] * 3)
+    card = algorithm_card(model)
+    assert "H      = 4 " in card and "d_h    = 4 " in card and "d_mlp  = 20 " in card
+    assert "for l = 1, 2, …, L do" in card and _total(card) == _n_params(model)

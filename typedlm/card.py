@@ -10,10 +10,15 @@ signature and its parameters by name.
 
 The layout is PyTorch's: ``X`` holds one token per row, ``X ∈ ℝ^{ℓ×d_e}``, and a linear map is
 ``X Wᵀ + b`` with ``W`` stored ``(out, in)``.
+
+``H``, ``d_h`` and ``d_mlp`` are each block's own: when the blocks differ (``GPT2(cfg, block_heads=...,
+block_ffn=...)``), consecutive blocks of equal widths form one loop, and the hyperparameters list the
+widths of each such group.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,11 +176,43 @@ def _mlp(m: MLP, card: _Card, sub: str = "", src: str = "X̃", **_: str) -> None
     card.step(f"X ← X + {card.drop(f'U W_mlp2{sub}ᵀ{plus2}')}")
 
 
+_WIDTHS = ("H", "d_h", "d_mlp")
+"""The card's dims that each block has its own size of."""
+
+
+def _widths_of(block: TransformerBlock) -> dict[str, int]:
+    """``H``, ``d_h`` and ``d_mlp`` of one block."""
+    return {"H": block.attn.heads, "d_h": block.attn.head_dim, "d_mlp": block.mlp.dim_size("ffn")}
+
+
+def _widths_text(widths: dict[str, int]) -> str:
+    return ", ".join(f"{name} = {size}" for name, size in widths.items())
+
+
+def _block_range(first: int, last: int) -> str:
+    """Blocks ``first .. last`` (1-based) as a set: ``{3}``, ``{3, 4}``, ``{3, …, 6}``."""
+    if first == last:
+        return f"{{{first}}}"
+    return f"{{{first}, {last}}}" if last == first + 1 else f"{{{first}, …, {last}}}"
+
+
+def _width_groups(layers: list[Any]) -> list[tuple[int, int, list[Any]]]:
+    """Consecutive layers of equal widths: ``(first, last, layers)``, 1-based (one group unless blocks differ)."""
+    keyed = itertools.groupby(
+        enumerate(layers, 1), key=lambda pair: _widths_of(pair[1]) if isinstance(pair[1], TransformerBlock) else None
+    )
+    groups = [list(run) for _, run in keyed]
+    return [(run[0][0], run[-1][0], [layer for _, layer in run]) for run in groups]
+
+
 def _block(m: TransformerBlock, card: _Card, sub: str = "_l", **_: str) -> None:
+    shared = {name: card.dims[name] for name in _WIDTHS}
+    card.dims.update(_widths_of(m))  # shapes are checked against this block's own widths
     _render(m.ln_1, card, gain=f"γ¹{sub}", shift=f"β¹{sub}", dst="X̃")
     _render(m.attn, card, sub=sub)
     _render(m.ln_2, card, gain=f"γ²{sub}", shift=f"β²{sub}", dst="X̃")
     _render(m.mlp, card, sub=sub)
+    card.dims.update(shared)
 
 
 def _stack(m: Stack[Any], card: _Card, **_: str) -> None:
@@ -184,18 +221,26 @@ def _stack(m: Stack[Any], card: _Card, **_: str) -> None:
         for layer in layers:
             _render(layer, card)
         return
-    card.groups.append((f"For l ∈ [L] ({type(layers[0]).__name__} l−1 of {len(layers)}):", []))
-    card.step("for l = 1, 2, …, L do")
-    card.depth += 1
-    _render(layers[0], card)
-    recording = card.recording
-    card.recording = False
-    for layer in layers[1:]:
-        _render(layer, card)
-    card.recording = recording
-    card.depth -= 1
-    card.step("end")
-    card.groups.append(("", []))
+    name, groups = type(layers[0]).__name__, _width_groups(layers)
+    for first, last, group in groups:
+        if len(groups) == 1:
+            title, loop = f"For l ∈ [L] ({name} l−1 of {len(layers)}):", "for l = 1, 2, …, L do"
+        else:
+            widths = _widths_text(_widths_of(group[0]))
+            title = f"For l ∈ {_block_range(first, last)} ({name} l−1 of {len(layers)}; {widths}):"
+            loop = f"for l ∈ {_block_range(first, last)} do ▷ {widths}"
+        card.groups.append((title, []))
+        card.step(loop)
+        card.depth += 1
+        _render(group[0], card)
+        recording = card.recording
+        card.recording = False
+        for layer in group[1:]:
+            _render(layer, card)
+        card.recording = recording
+        card.depth -= 1
+        card.step("end")
+        card.groups.append(("", []))
 
 
 def _head(m: LMHead, card: _Card, **_: str) -> None:
@@ -286,12 +331,29 @@ def _inputs(model: Layer[Any, Any]) -> str:
     return "X ∈ ℝ^{ℓ×d_e}, one embedded token per row, 1 ≤ ℓ ≤ ℓ_max"
 
 
-def _hyper_lines(model: Layer[Any, Any], dims: dict[str, int]) -> list[str]:
+def _block_widths(model: Layer[Any, Any], dims: dict[str, int]) -> list[str]:
+    """Set ``dims``' H, d_h and d_mlp to the blocks' when they all agree (and return nothing), else one line
+    per group of consecutive blocks of equal widths."""
+    blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
+    groups = _width_groups(blocks)
+    if len(groups) <= 1:
+        dims.update(_widths_of(blocks[0]) if blocks else {})
+        return []
+    return [
+        f"    l ∈ {_block_range(first, last) + ':':10} {_widths_text(_widths_of(group[0]))}"
+        for first, last, group in groups
+    ]
+
+
+def _hyper_lines(model: Layer[Any, Any], dims: dict[str, int], per_block: list[str]) -> list[str]:
     cfg = model.cfg
     about = {"N_V": "vocabulary size", "l_max": "maximum context length", "L": "number of blocks",
              "H": "attention heads", "d_h": "width of one head", "d_e": "embedding width, d_e = H·d_h",
              "d_mlp": "MLP hidden width"}  # fmt: skip
-    lines = [f"  {_pretty(k):6} = {v:<7,} {about[k]}" for k, v in dims.items()]
+    shown = {k: v for k, v in dims.items() if not (per_block and k in _WIDTHS)}
+    lines = [f"  {_pretty(k):6} = {v:<7,} {about[k]}" for k, v in shown.items()]
+    if per_block:
+        lines += ["  H (attention heads), d_h (width of one head) and d_mlp (MLP hidden width) of block l:", *per_block]
     if cfg.dropout:
         lines.append(f"  {'p_drop':6} = {cfg.dropout:<7g} dropout on attention and MLP outputs (training only)")
     return lines
@@ -320,6 +382,7 @@ def _param_lines(card: _Card) -> list[str]:
 
 def _build(model: Layer[Any, Any], full: bool) -> str:
     dims = _dims(model)
+    per_block = _block_widths(model, dims)
     card = _Card(dims, full, dropout=model.cfg.dropout > 0)
     _render(model, card)
     for name, p in model.named_parameters():  # a parameter no renderer named: list it rather than drop it
@@ -335,7 +398,7 @@ def _build(model: Layer[Any, Any], full: bool) -> str:
         f"Input: {_inputs(model)}.",
         "Output: P ∈ (0, 1)^{ℓ×N_V}, where row t of P is P̂_θ(x[t+1] | x[1:t]).",
         "Hyperparameters:",
-        *_hyper_lines(model, dims),
+        *_hyper_lines(model, dims, per_block),
         "Parameters: θ includes all of the following (PyTorch layout: X has one row per token, a linear map is "
         "X Wᵀ + b):",
         *_param_lines(card),

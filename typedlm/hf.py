@@ -27,6 +27,10 @@ in its error, and the next save completes the swap. Files of the old directory t
 (a README, tokenizer files) are carried over by hard link (or copy), the old directory's permissions are
 kept, and a new directory gets ``0o777`` less the umask. Temporary siblings left by saves whose process
 died on this machine are removed by the next save of the same directory.
+
+The format holds one ``n_head`` and one ``n_inner`` for every block, so a `GPT2` built with its own
+per-block widths (``block_heads`` / ``block_ffn`` other than the config's) is refused with a ConfigError
+before anything is written; `typedlm.training.save_checkpoint` keeps such a model.
 """
 
 from __future__ import annotations
@@ -468,8 +472,25 @@ def load_gpt2(directory: str | os.PathLike[str]) -> GPT2:
 # --- saving ----------------------------------------------------------------------------------------
 
 
+def _check_expressible(model: GPT2, where: str) -> None:
+    """Refuse a model whose blocks do not all have the config's ``heads`` and ``ffn_hidden``."""
+    cfg = model.cfg
+    for name, widths, configs in (("heads", model.block_heads, cfg.heads), ("ffn", model.block_ffn, cfg.ffn_hidden)):
+        other = next((i for i, width in enumerate(widths) if width != configs), None)
+        if other is not None:
+            field = "n_head" if name == "heads" else "n_inner"
+            raise ConfigError(
+                f"{where}: block {other} has {name} = {widths[other]}, not the config's {configs} (block_{name}="
+                f"{list(widths)}); the Hugging Face GPT-2 format has one {field} for every block: keep this model "
+                "with typedlm.training.save_checkpoint"
+            )
+
+
 def hf_state(model: GPT2) -> dict[str, Tensor]:
-    """``model``'s weights as a ``GPT2LMHeadModel`` state dict: contiguous CPU tensors, none shared."""
+    """``model``'s weights as a ``GPT2LMHeadModel`` state dict: contiguous CPU tensors, none shared.
+
+    A model whose blocks have their own widths is a ConfigError (the format cannot hold them)."""
+    _check_expressible(model, "hf_state")
     state: dict[str, Tensor] = {}
     for name, tensor, transposed in _pairs(model):
         if tensor is None:  # a bias typedlm leaves out is a zero bias in HF's layout
@@ -538,7 +559,9 @@ def save_gpt2(model: GPT2, directory: str | os.PathLike[str], *, safe_serializat
     The complete new directory is written beside ``directory`` and swapped in whole (see the module's
     docstring), with the old directory's other files carried over: weights of the other format, an
     index or shards of the old checkpoint are not. A crash leaves the old checkpoint or the new one.
+    A model whose blocks have their own widths is a ConfigError (the format cannot hold them).
     """
+    _check_expressible(model, "save_gpt2")
     directory = _save_target(Path(directory))
     directory.parent.mkdir(parents=True, exist_ok=True)
     previous = next((d for d in (directory, old_sibling(directory)) if d.is_dir()), None)

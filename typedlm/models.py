@@ -2,15 +2,19 @@
 
 All three share one body, `CausalTransformer` (positions → blocks → LayerNorm → head); they differ only
 in how tokens enter: as embeddings, as one-hot rows, or as ids.
+
+Every block has the config's ``heads`` and ``ffn_hidden`` unless the model is given its own per block:
+``GPT2(cfg, block_heads=[2, 4, 1], block_ffn=[32, 64, 48])`` (one entry per block, all at ``cfg.d_model``).
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from typedlm.config import CausalConfig
+from typedlm.errors import ConfigError
 from typedlm.generate import Prompts, generate_tokens, stream_tokens
 from typedlm.kv_cache import AttentionCache, attached_kv_cache
 from typedlm.layer import Layer
@@ -35,15 +39,66 @@ __all__ = [
 ]
 
 
+def _block_widths(
+    cfg: CausalConfig, block_heads: Sequence[int] | None, block_ffn: Sequence[int] | None, where: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Each block's head count and FFN width: the given ones, checked, or the config's (``heads``,
+    ``ffn_hidden``) where None. A wrong one is a ConfigError naming ``where``, the argument and the block."""
+    heads = _per_block(cfg, "block_heads", block_heads, cfg.heads, where)
+    ffn = _per_block(cfg, "block_ffn", block_ffn, cfg.ffn_hidden, where)
+    for index, count in enumerate(heads):
+        if cfg.d_model % count:
+            raise ConfigError(
+                f"{where}(block_heads[{index}]={count}): d_model = {cfg.d_model} (cfg.d_model) is not divisible "
+                f"by block {index}'s heads = {count}"
+            )
+    return heads, ffn
+
+
+def _per_block(cfg: CausalConfig, name: str, values: Sequence[int] | None, default: int, where: str) -> tuple[int, ...]:
+    """``values`` (one int >= 1 per block) checked, or ``default`` for every block when None."""
+    if values is None:
+        return (default,) * cfg.layers
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise ConfigError(
+            f"{where}({name}={values!r}): must be a list of ints, one per block (cfg.layers = {cfg.layers})"
+        )
+    if len(values) != cfg.layers:
+        raise ConfigError(f"{where}({name}=...): has {len(values)} entries, but cfg.layers = {cfg.layers} blocks")
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{where}({name}[{index}]={value!r}): block {index}'s {name.removeprefix('block_')} must be an int >= 1"
+            )
+    return tuple(values)
+
+
 class CausalTransformer(Layer[Embedded, Logits]):
-    """The shared body: learned positions, ``cfg.layers`` pre-LN blocks, a final LayerNorm and the LM head."""
+    """The shared body: learned positions, ``cfg.layers`` pre-LN blocks, a final LayerNorm and the LM head.
+
+    ``block_heads`` / ``block_ffn`` (one int per block; default the config's ``heads`` / ``ffn_hidden``)
+    give each block its own width; ``self.block_heads`` and ``self.block_ffn`` hold the ones built.
+    """
 
     def __init__(
-        self, cfg: CausalConfig, *, seed: int = 0, tied_to: TokenEmbedding | OneHotEmbedding | None = None
+        self,
+        cfg: CausalConfig,
+        *,
+        seed: int = 0,
+        tied_to: TokenEmbedding | OneHotEmbedding | None = None,
+        block_heads: Sequence[int] | None = None,
+        block_ffn: Sequence[int] | None = None,
     ) -> None:
         super().__init__(cfg)
+        self.block_heads, self.block_ffn = _block_widths(cfg, block_heads, block_ffn, type(self).__name__)
         self.pos = PositionalEmbedding(cfg, seed=seed)
-        self.blocks = Stack([TransformerBlock(cfg, index=i, seed=seed) for i in range(cfg.layers)])
+        widths = enumerate(zip(self.block_heads, self.block_ffn, strict=True))
+        self.blocks = Stack(
+            [
+                TransformerBlock(cfg, index=i, heads=_own(heads, cfg.heads), ffn=_own(ffn, cfg.ffn_hidden), seed=seed)
+                for i, (heads, ffn) in widths
+            ]
+        )
         self.ln_f = LayerNorm(cfg)
         self.head = LMHead(cfg, tied_to, seed=seed)
         self.dim_env = self.head.dim_env
@@ -56,27 +111,55 @@ class CausalTransformer(Layer[Embedded, Logits]):
         return self.head(self.ln_f(x))
 
 
+def _own(width: int, configs: int) -> int | None:
+    """A block's width as a layer-local size; None (the config's, with its source) when it is the config's."""
+    return None if width == configs else width
+
+
 def causal_transformer_from_embeddings(
-    cfg: CausalConfig, *, seed: int = 0, tied_to: TokenEmbedding | OneHotEmbedding | None = None
+    cfg: CausalConfig,
+    *,
+    seed: int = 0,
+    tied_to: TokenEmbedding | OneHotEmbedding | None = None,
+    block_heads: Sequence[int] | None = None,
+    block_ffn: Sequence[int] | None = None,
 ) -> CausalTransformer:
     """``Layer[Embedded, Logits]``: pos → blocks → LN → head (head tied to ``tied_to`` if given)."""
-    return CausalTransformer(cfg, seed=seed, tied_to=tied_to)
+    return CausalTransformer(cfg, seed=seed, tied_to=tied_to, block_heads=block_heads, block_ffn=block_ffn)
 
 
-def causal_transformer_one_hot(cfg: CausalConfig, *, seed: int = 0) -> Layer[OneHot, Logits]:
+def causal_transformer_one_hot(
+    cfg: CausalConfig,
+    *,
+    seed: int = 0,
+    block_heads: Sequence[int] | None = None,
+    block_ffn: Sequence[int] | None = None,
+) -> Layer[OneHot, Logits]:
     """``Layer[OneHot, Logits]``: one-hot rows @ embedding table, then the shared body."""
     embed = OneHotEmbedding(cfg, seed=seed)
-    return embed >> causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, embed))
+    body = causal_transformer_from_embeddings(
+        cfg, seed=seed, tied_to=_tie(cfg, embed), block_heads=block_heads, block_ffn=block_ffn
+    )
+    return embed >> body
 
 
-def causal_transformer_indexed(cfg: CausalConfig, *, seed: int = 0) -> Layer[TokenIds, Logits]:
+def causal_transformer_indexed(
+    cfg: CausalConfig,
+    *,
+    seed: int = 0,
+    block_heads: Sequence[int] | None = None,
+    block_ffn: Sequence[int] | None = None,
+) -> Layer[TokenIds, Logits]:
     """``Layer[TokenIds, Logits]``: token ids gathered from the embedding table, then the shared body.
 
-    Built with the same config and seed, it has the same weights (and state-dict keys) as
+    Built with the same config, seed and widths, it has the same weights (and state-dict keys) as
     `causal_transformer_one_hot`, so both give the same logits.
     """
     embed = TokenEmbedding(cfg, seed=seed)
-    return embed >> causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, embed))
+    body = causal_transformer_from_embeddings(
+        cfg, seed=seed, tied_to=_tie(cfg, embed), block_heads=block_heads, block_ffn=block_ffn
+    )
+    return embed >> body
 
 
 def _tie(cfg: CausalConfig, embed: TokenEmbedding | OneHotEmbedding) -> TokenEmbedding | OneHotEmbedding | None:
@@ -90,15 +173,40 @@ class GPT2(Layer[TokenIds, Logits]):
     ``with model.kv_cache(batch):`` it also reuses the keys and values of positions before ``start_pos``,
     which must then be the number of positions cached (`rewind_kv_cache` goes back). ``pad`` (left-pad
     counts, one per row) makes a row's first ``pad[row]`` columns padding: no position, never attended to.
+
+    ``block_heads`` / ``block_ffn`` (one int per block; default the config's ``heads`` / ``ffn_hidden``)
+    give each block its own width at ``cfg.d_model``: ``GPT2(cfg, block_heads=[2, 4, 1], block_ffn=[32, 64,
+    48])``. A typedlm checkpoint keeps them (`typedlm.training.load_gpt2_checkpoint`); the Hugging Face
+    GPT-2 format cannot, so `typedlm.hf.save_gpt2` refuses a model whose blocks differ from its config.
     """
 
     boundary = True
 
-    def __init__(self, cfg: CausalConfig, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: CausalConfig,
+        *,
+        seed: int = 0,
+        block_heads: Sequence[int] | None = None,
+        block_ffn: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(cfg)
+        block_heads, block_ffn = _block_widths(cfg, block_heads, block_ffn, "GPT2")  # errors name GPT2
         self.embed = TokenEmbedding(cfg, seed=seed)
-        self.transformer = causal_transformer_from_embeddings(cfg, seed=seed, tied_to=_tie(cfg, self.embed))
+        self.transformer = causal_transformer_from_embeddings(
+            cfg, seed=seed, tied_to=_tie(cfg, self.embed), block_heads=block_heads, block_ffn=block_ffn
+        )
         self._caches: list[AttentionCache] = []
+
+    @property
+    def block_heads(self) -> tuple[int, ...]:
+        """Each block's head count, in order."""
+        return self.transformer.block_heads
+
+    @property
+    def block_ffn(self) -> tuple[int, ...]:
+        """Each block's MLP hidden width, in order."""
+        return self.transformer.block_ffn
 
     def forward(
         self, ids: Int[Tensor, "batch seq"], start_pos: int = 0, pad: Int[Tensor, " batch"] | None = None

@@ -24,6 +24,7 @@ from typedlm.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
     load_checkpoint,
+    load_gpt2_checkpoint,
     load_weights,
     save_checkpoint,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "get_preset",
     "load_checkpoint",
     "load_corpus",
+    "load_gpt2_checkpoint",
     "load_weights",
     "lr_at",
     "next_token_loss",

@@ -5,7 +5,8 @@ A checkpoint is a directory ``OUT/checkpoint/`` holding
 - ``model.safetensors``: the model's weights (tied weights stored once), readable by any safetensors tool;
 - ``optimizer.safetensors``: the optimizer's per-parameter tensors (AdamW moments and step counts),
   named ``"{parameter index}.{state name}"`` (``"3.exp_avg"``);
-- ``state.json``: the step, the model config, the optimizer's hyperparameters, the sha256 of both
+- ``state.json``: the step, the model config, each block's widths of a `GPT2` (``blocks``: ``{"heads":
+  [...], "ffn": [...]}``, one entry per block), the optimizer's hyperparameters, the sha256 of both
   tensor files, and (from the trainer, `TRAINER_FIELDS`) the trainer settings, the world size, the RNG
   seed scheme, fingerprints of the tokenizer and the data, and the TrainLog so far.
 
@@ -31,6 +32,8 @@ naming the file and the field or tensor:
   moments must have their parameter's shape.
 
 Nothing is written while loading, and a model is changed only once all its weights have passed.
+`load_gpt2_checkpoint` rebuilds the `GPT2` a checkpoint holds from its config and block widths
+(a checkpoint written before widths were recorded has the config's in every block).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ import torch
 from torch import nn
 
 from typedlm.atomic import fsync_directory, write_atomic, write_text_atomic
-from typedlm.errors import TypedLMError, error_reason
+from typedlm.config import CausalConfig
+from typedlm.errors import ConfigError, TypedLMError, error_reason
 from typedlm.json_fields import (
     FieldError,
     describe,
@@ -68,6 +72,7 @@ from typedlm.json_fields import (
     str_field,
 )
 from typedlm.json_file import UnreadableJSON, read_json
+from typedlm.models import GPT2, CausalTransformer
 from typedlm.training.trainlog import TrainLog
 
 CHECKPOINT_FORMAT = "typedlm.checkpoint/1"
@@ -153,7 +158,8 @@ def save_checkpoint(
     out_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> Path:
     """Write ``model`` (unwrapped: not DDP or compiled), ``optimizer`` and the JSON-able ``state`` (which
-    must hold ``step`` and ``config``) as ``out_dir/checkpoint``; returns that path."""
+    must hold ``step`` and ``config``) as ``out_dir/checkpoint``; returns that path. For a `GPT2` (or
+    another model with one `CausalTransformer`) the state also records each block's widths (``blocks``)."""
     final = checkpoint_dir(out_dir)
     tmp, prev = final.with_name("checkpoint.tmp"), final.with_name("checkpoint.prev")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -163,7 +169,8 @@ def save_checkpoint(
     tensors, optim_json = _split_optimizer_state(optimizer.state_dict())
     write_atomic(tmp / OPTIMIZER_FILE, lambda p: safetensors.torch.save_file(tensors, str(p)))
     checksums = {name: file_checksum(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)}
-    doc = {"format": CHECKPOINT_FORMAT, **state, "optimizer": optim_json, "checksums": checksums}
+    blocks = _blocks_of(model)
+    doc = {"format": CHECKPOINT_FORMAT, **state, **blocks, "optimizer": optim_json, "checksums": checksums}
     write_text_atomic(tmp / STATE_FILE, json.dumps(doc, indent=1) + "\n")
     with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory still gets the checkpoint
         fsync_directory(tmp)
@@ -220,18 +227,64 @@ def load_checkpoint(path: str | Path, *, require: tuple[str, ...] = ()) -> Check
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load ``path/model.safetensors`` into ``model`` in place; the file must match its checksum, hold
-    only finite numbers, and fit ``model`` tensor for tensor (by name and shape). On any error the model
-    is left as it was."""
+    only finite numbers, and fit ``model`` tensor for tensor (by name and shape); a `GPT2` (or another
+    model with one `CausalTransformer`) must have the block widths the checkpoint records. On any error
+    the model is left as it was."""
     file = Path(path) / MODEL_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: model weights not found")
-    tensors = _load_tensors(file, read_state(path))
+    state = read_state(path)
+    _check_blocks(model, state, Path(path) / STATE_FILE)
+    tensors = _load_tensors(file, state)
     _check_finite(tensors, file)
     _check_fits(model, tensors, file)
     try:
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as e:
         raise CheckpointError(f"{file}: cannot load weights into {type(model).__name__}: {error_reason(e)}") from None
+
+
+def load_gpt2_checkpoint(path: str | Path) -> GPT2:
+    """The `GPT2` saved in the checkpoint directory ``path`` (eval mode, on the CPU): built from the
+    recorded config and block widths (the config's where none are recorded), then `load_weights`."""
+    path = Path(path)
+    state = read_state(path)
+    try:
+        cfg = CausalConfig.from_dict(state["config"])
+        blocks = state.get("blocks", {})
+        model = GPT2(cfg, block_heads=blocks.get("heads"), block_ffn=blocks.get("ffn"))
+    except ConfigError as e:
+        raise CheckpointError(f"{path / STATE_FILE}: config: {e}") from None
+    load_weights(model, path)
+    return model.eval()
+
+
+def _body(model: nn.Module) -> CausalTransformer | None:
+    """The one `CausalTransformer` in ``model`` (a `GPT2`'s, a ``causal_transformer_*`` chain's), if one."""
+    bodies = [m for m in model.modules() if isinstance(m, CausalTransformer)]
+    return bodies[0] if len(bodies) == 1 else None
+
+
+def _blocks_of(model: nn.Module) -> dict[str, Any]:
+    """``{"blocks": {"heads": [...], "ffn": [...]}}`` for a model with one `CausalTransformer`, else nothing."""
+    body = _body(model)
+    if body is None:
+        return {}
+    return {"blocks": {"heads": list(body.block_heads), "ffn": list(body.block_ffn)}}
+
+
+def _check_blocks(model: nn.Module, state: dict[str, Any], file: Path) -> None:
+    """A model loading a checkpoint that records block widths must have those widths (a head count can
+    differ with every weight shape the same, so `_check_fits` would not see it)."""
+    recorded, body = state.get("blocks"), _body(model)
+    if recorded is None or body is None:
+        return
+    for name, own in (("heads", body.block_heads), ("ffn", body.block_ffn)):
+        if list(own) != recorded[name]:
+            raise CheckpointError(
+                f"{file}: blocks.{name} is {recorded[name]}, but this {type(model).__name__} has block_{name}="
+                f"{list(own)}: build it with block_{name}={recorded[name]}, or use load_gpt2_checkpoint"
+            )
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
@@ -274,6 +327,8 @@ def _check_state(state: dict[str, Any], require: tuple[str, ...]) -> None:
                 expect_json_number(train[name], field_path("train", name))
         if step > total:
             raise FieldError("step", f"{step} is beyond the run's total, train.steps={total}")
+    if "blocks" in state:
+        _check_blocks_doc(state["blocks"], state["config"].get("layers"))
     if "world_size" in state:
         expect_int(state["world_size"], "world_size", minimum=1)
     for name in ("tokenizer_hash", "data_hash"):
@@ -290,6 +345,18 @@ def _check_state(state: dict[str, Any], require: tuple[str, ...]) -> None:
             if not _CHECKSUM.fullmatch(value):
                 where = field_path("checksums", name)
                 raise FieldError(where, f"expected 'sha256:' and 64 hex digits, found {describe(value)}")
+
+
+def _check_blocks_doc(doc: object, layers: object) -> None:
+    """``blocks``: ``heads`` and ``ffn``, each a list of ints >= 1 with one entry per block (``config.layers``)."""
+    blocks = expect_dict(doc, "blocks")
+    for name in ("heads", "ffn"):
+        where = field_path("blocks", name)
+        widths = list_field(blocks, name, "blocks")
+        for index, width in enumerate(widths):
+            expect_int(width, field_path(where, index), minimum=1)
+        if isinstance(layers, int) and len(widths) != layers:
+            raise FieldError(where, f"has {len(widths)} entries, but config.layers = {layers}")
 
 
 def _check_optimizer_doc(doc: object) -> dict[str, Any]:
