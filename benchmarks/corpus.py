@@ -140,8 +140,8 @@ def measure(kind: str, spec: str, work: Path) -> dict[str, Any]:
 
 
 LOCAL_VOCAB = 4096
-TRAIN_STEPS = 300
-TRAIN_SHAPE: dict[str, Any] = dict(layers=2, heads=2, head_dim=16, seq_len=256, batch=16, ffn_hidden=128)
+TRAIN_STEPS = 100
+TRAIN_SHAPE: dict[str, Any] = dict(layers=2, heads=2, head_dim=16, seq_len=64, batch=8, ffn_hidden=128)
 """The training rows' model: small, so the data side shows (both peers train this shape)."""
 
 
