@@ -193,8 +193,8 @@ LONG_STRETCH = 8
 """A chunk that would grow past this many ``chunk_bytes`` for want of a `SAFE_CUT` spot is cut at a
 piece boundary of the pre-tokenizer instead (`_piece_cut`), so memory stays bounded for any text."""
 
-_WINDOW_MIN = 4096
-"""The least number of bytes past ``chunk_bytes`` that `_piece_cut` pre-tokenizes."""
+_WINDOW_MIN = 1 << 16
+"""How many bytes past ``chunk_bytes`` `_piece_cut` pre-tokenizes (at least)."""
 
 _LOOKAHEAD_CHARS = 8
 """Characters a piece's match may read past its end (the pattern reads at most 3): pieces ending closer
@@ -212,20 +212,23 @@ def _cut_points(text: _Concatenation, chunk_bytes: int, specials: frozenset[str]
             if text.size - start <= LONG_STRETCH * chunk_bytes:
                 return  # the rest is one chunk
             cut = _piece_cut(text, start, chunk_bytes, specials)
+            if cut is None:
+                return  # the rest is one piece, shorter than a window
         yield cut
         start = cut
 
 
-def _piece_cut(text: _Concatenation, start: int, chunk_bytes: int, specials: frozenset[str]) -> int:
+def _piece_cut(text: _Concatenation, start: int, chunk_bytes: int, specials: frozenset[str]) -> int | None:
     """A cut about ``chunk_bytes`` after ``start`` (a boundary of pieces) at a boundary of pieces: the
     pre-tokenizer runs over a window of text from ``start``, split at ``specials`` as ``encode`` splits
     it; the pieces that end well before the window's end are those of the whole text (a match reads at
     most 3 characters past its start, and a match that reaches the window's end ends there).
 
     Where no piece ends in the window (one pre-token longer than it), the cut is at a character
-    boundary and a warning says that the ids there may differ from those of the whole text."""
+    boundary and a warning says that the ids there may differ from those of the whole text. None if
+    the window holds the rest of the text and no piece ends inside it: the rest is one chunk."""
     margin = _LOOKAHEAD_CHARS + max(map(len, specials), default=0)  # characters
-    window = text.read(start, start + chunk_bytes + max(chunk_bytes, _WINDOW_MIN, 16 * margin))
+    window = text.read(start, start + chunk_bytes + max(_WINDOW_MIN, 16 * margin))
     chars, _ = codecs.utf_8_decode(window, "strict", False)  # a character cut by the window's end is left out
     at_end = start + len(window) == text.size  # then every piece is final
     final_end = len(chars) - (0 if at_end else margin)
@@ -246,9 +249,11 @@ def _piece_cut(text: _Concatenation, start: int, chunk_bytes: int, specials: fro
         if position <= final_end:
             boundaries.append(offset)
         segment_start = special_end
-    useful = [b for b in boundaries if 0 < b]
+    useful = [b for b in boundaries if 0 < b < len(window)]
     if useful:
         return start + next((b for b in useful if b >= chunk_bytes), useful[-1])
+    if at_end:
+        return None
     cut = min(chunk_bytes, len(window) - 1)
     while cut > 0 and 0x80 <= window[cut] < 0xC0:  # a continuation byte: inside a character
         cut -= 1
