@@ -24,10 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from typedlm.errors import ConfigError
 from typedlm.tokenizers import GPT2BPE, ByteTokenizer, LocalTokenizer, LocalVocab, Tokenizer
 from typedlm.tokenizers.corpus_cache import MAX_VOCAB, project_token_cache, token_cache
 from typedlm.training.batches import Tokens
-from typedlm.training.corpus import Corpus, CorpusFiles
+from typedlm.training.corpus import Corpus, CorpusError, CorpusFiles, find_corpus_files, load_corpus
 
 DEFAULT_LOCAL_VOCAB = 4096
 """The local vocabulary size a CPU run projects onto by default (OOV included)."""
@@ -63,6 +64,44 @@ def base_tokenizer(bpe_vocab: str | Path | None = None, bpe_merges: str | Path |
     if bpe_vocab is None or bpe_merges is None:
         return ByteTokenizer()
     return GPT2BPE.from_files(bpe_vocab, bpe_merges)
+
+
+def corpus_source(
+    path: str | Path | None, *, max_chars: int | None = None, allow_small: bool = False, flag: str = "--data-file"
+) -> Corpus | CorpusFiles:
+    """What to train on: the embedded corpus (``path`` None) or the first ``max_chars`` characters of
+    it or of ``path``, in memory; otherwise the files ``path`` names (a file, a folder or a glob), for
+    the streamed token cache. A problem with the files is a ConfigError naming ``flag``."""
+    if path is None:
+        return load_corpus(None, max_chars=max_chars)
+    try:
+        files = find_corpus_files(path, allow_small=allow_small)
+        if max_chars is None:
+            return files
+        if len(files.files) == 1 and files.files[0] == Path(path):
+            return load_corpus(path, allow_small=allow_small, max_chars=max_chars)
+        return Corpus(_first_chars(files, max_chars), files.name)
+    except CorpusError as e:
+        raise ConfigError(f"{flag} {e}") from None
+
+
+def _first_chars(source: CorpusFiles, max_chars: int, block: int = 1 << 20) -> str:
+    """The first ``max_chars`` characters of ``source``'s files read as one text (read in blocks)."""
+    parts: list[str] = []
+    left = max_chars
+    for path in source.files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with open(path, "rb") as file:
+            while left > 0 and (raw := file.read(block)):
+                try:
+                    text = decoder.decode(raw)
+                except UnicodeDecodeError:
+                    raise CorpusError(f"{path}: corpus is not valid UTF-8") from None
+                parts.append(text[:left])
+                left -= len(parts[-1])
+        if left == 0:
+            break
+    return "".join(parts)
 
 
 def corpus_alphabet(source: Corpus | CorpusFiles, block: int = 1 << 24) -> str:
