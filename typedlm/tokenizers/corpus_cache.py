@@ -28,6 +28,7 @@ import itertools
 import mmap
 import multiprocessing
 import os
+import re
 import struct
 import sys
 import warnings
@@ -189,6 +190,8 @@ def chunk_spans(data: bytes | mmap.mmap, chunk_bytes: int, specials: Collection[
     return list(itertools.pairwise(bounds))
 
 
+_SPACE_RUN = re.compile(rb"[ \n]+")
+
 LONG_STRETCH = 8
 """A chunk that would grow past this many ``chunk_bytes`` for want of a `SAFE_CUT` spot is cut at a
 piece boundary of the pre-tokenizer instead (`_piece_cut`), so memory stays bounded for any text."""
@@ -209,8 +212,6 @@ def _cut_points(text: _Concatenation, chunk_bytes: int, specials: frozenset[str]
     while text.size - start > chunk_bytes:
         cut = text.find_safe(start + chunk_bytes - 1, specials)
         if cut is None or cut - start > LONG_STRETCH * chunk_bytes:
-            if text.size - start <= LONG_STRETCH * chunk_bytes:
-                return  # the rest is one chunk
             cut = _piece_cut(text, start, chunk_bytes, specials)
             if cut is None:
                 return  # the rest is one piece, shorter than a window
@@ -232,26 +233,19 @@ def _piece_cut(text: _Concatenation, start: int, chunk_bytes: int, specials: fro
     chars, _ = codecs.utf_8_decode(window, "strict", False)  # a character cut by the window's end is left out
     at_end = start + len(window) == text.size  # then every piece is final
     final_end = len(chars) - (0 if at_end else margin)
-    boundaries: list[int] = []  # byte offsets from start, increasing
-    position = 0  # characters
-    offset = 0  # bytes
-    segment_start = 0
+    boundaries: list[int] = []  # character offsets from start, increasing
+    segment_starts = [0]  # where the text after each special token starts
     matches = list(alternation(specials).finditer(chars)) if specials else []
     for segment_end, special_end in [*((m.start(), m.end()) for m in matches), (len(chars), len(chars))]:
-        for piece in pretokenize(chars[segment_start:segment_end]):
-            position += len(piece)
-            offset += len(piece.encode("utf-8"))
-            if position <= final_end:
-                boundaries.append(offset)
-        special = chars[segment_end:special_end]
-        position += len(special)
-        offset += len(special.encode("utf-8"))
-        if position <= final_end:
-            boundaries.append(offset)
-        segment_start = special_end
-    useful = [b for b in boundaries if 0 < b < len(window)]
-    if useful:
-        return start + next((b for b in useful if b >= chunk_bytes), useful[-1])
+        pieces = pretokenize(chars[segment_starts[-1] : segment_end])
+        boundaries += itertools.accumulate(map(len, pieces), initial=segment_starts[-1])
+        boundaries.append(special_end)
+        segment_starts.append(special_end)
+    useful = [b for b in boundaries if 0 < b <= final_end and b < len(chars)]
+    target = len(codecs.utf_8_decode(window[:chunk_bytes], "strict", False)[0])  # chunk_bytes, in characters
+    for cut in [b for b in useful if b >= target] + useful[::-1]:
+        if _ends_alike(chars, cut, boundaries, segment_starts):
+            return start + len(chars[:cut].encode("utf-8"))
     if at_end:
         return None
     cut = min(chunk_bytes, len(window) - 1)
@@ -270,6 +264,20 @@ def _piece_cut(text: _Concatenation, start: int, chunk_bytes: int, specials: fro
     return start + cut
 
 
+def _ends_alike(chars: str, cut: int, boundaries: list[int], segment_starts: list[int]) -> bool:
+    """Whether ``chars[:cut]`` alone ends in the pieces that ``boundaries`` (those of ``chars``) give it.
+
+    A match reads at most 2 characters past its end or 3 past its start, so pieces ending
+    `_LOOKAHEAD_CHARS` before ``cut`` are the same either way; the pieces after them are checked
+    (``"\\n\\n"`` is one piece at the end of a text, two before a letter)."""
+    settled = max(
+        max((b for b in boundaries if b <= cut - _LOOKAHEAD_CHARS), default=0),
+        max(s for s in segment_starts if s <= cut),
+    )
+    tail = list(itertools.accumulate(map(len, pretokenize(chars[settled:cut])), initial=settled))
+    return tail == sorted({b for b in boundaries if settled <= b <= cut})
+
+
 class _Concatenation:
     """The concatenation of ``parts`` (files or bytes) read as one byte string, without holding it:
     a file is memory-mapped while it is searched (one at a time)."""
@@ -282,7 +290,7 @@ class _Concatenation:
         self.warned = False
         self._open: tuple[int, bytes | mmap.mmap] | None = None
         self._stack = contextlib.ExitStack()
-        self._found: tuple[int, int | None, int | None] = (-1, None, None)  # searched from, match start, cut
+        self._found: tuple[int, int | None] = (-1, None)  # searched after, the cut found
 
     def __enter__(self) -> _Concatenation:
         return self
@@ -334,34 +342,39 @@ class _Concatenation:
         return f"{name}: byte {position - self.starts[index]:,}"
 
     def find_safe(self, position: int, specials: frozenset[str]) -> int | None:
-        """The cut of the first `SAFE_CUT` match starting at or after ``position`` and not inside a
-        special token; None if there is none up to the end. Remembers the last one found, so a long
-        stretch without one is searched once."""
-        searched, match_start, cut = self._found
-        if not (0 <= searched <= position and (match_start is None or match_start >= position)):
-            match_start, cut = self._search(position)
-            while cut is not None and match_start is not None and self._inside_special(cut, specials):
-                match_start, cut = self._search(match_start + 1)
-            self._found = (position, match_start, cut)
+        """The first cut after ``position`` at a `SAFE_CUT` spot not inside a special token; None if
+        there is none up to the end. Remembers the last one found, so a long stretch without one is
+        searched once."""
+        searched, cut = self._found
+        if not (0 <= searched <= position and (cut is None or cut > position)):
+            cut = self._search(position + 1)
+            while cut is not None and self._inside_special(cut, specials):
+                cut = self._search(cut + 1)
+            self._found = (position, cut)
         return cut
 
-    def _search(self, position: int) -> tuple[int | None, int | None]:
-        """``(match start, cut)`` of the first `SAFE_CUT` match starting at or after ``position``."""
+    def _search(self, position: int) -> int | None:
+        """The first ``cut >= position`` at a `SAFE_CUT` spot. Fast: a search for runs of spaces and
+        newlines (as fast as a byte scan), then `SAFE_CUT` on the character before each run."""
         index = self.part_at(position) if position < self.size else len(self.parts)
-        while index < len(self.parts):
-            base, end = self.starts[index], self.starts[index + 1]
-            if end > base:
-                found = SAFE_CUT.search(self.data(index), max(position - base, 0))
-                if found is not None:
-                    return base + found.start(), base + found.end()
-                # the part's last character followed by the first byte of the next non-empty part
-                tail_start = max(end - 4, base, position)
-                tail = self.read(tail_start, end) + self.read(end, end + 1)
-                for found in SAFE_CUT.finditer(tail):
-                    if found.end() == end - tail_start:
-                        return tail_start + found.start(), end
-            index += 1
-        return None, None
+        for part in range(index, len(self.parts)):
+            base = self.starts[part]
+            if self.starts[part + 1] == base:
+                continue
+            for run in _SPACE_RUN.finditer(self.data(part), max(position - base, 0)):
+                cut = base + run.start()
+                if cut > 0 and self._safe_before(cut):
+                    return cut
+        return None
+
+    def _safe_before(self, cut: int) -> bool:
+        """Whether the character that ends at ``cut`` is a `SAFE_CUT` match (``cut`` holds a space or newline)."""
+        before = self.read(max(cut - 4, 0), cut + 1)
+        end = len(before) - 1
+        return any(
+            (found := SAFE_CUT.match(before, start, end + 1)) is not None and found.end() == end
+            for start in range(max(end - 4, 0), end)
+        )
 
     def _inside_special(self, cut: int, specials: frozenset[str]) -> bool:
         """Whether ``cut`` falls strictly inside an occurrence of one of ``specials``."""
