@@ -1,9 +1,13 @@
 """Encoding a corpus (one or more text files) into a uint16 token cache: streamed, in parallel, once.
 
 The files are read as one text, their concatenation in the order given. It is cut into chunks of
-about ``chunk_bytes`` at spots where the pre-tokenizer cuts anyway (`SAFE_CUT`), so the ids are
-exactly those of encoding the whole text in one go. Worker processes encode the chunks; the parent
-writes them, in order, to a temporary file renamed into place when complete. Memory stays bounded
+about ``chunk_bytes`` at spots where the pre-tokenizer cuts anyway, so the ids are exactly those of
+encoding the whole text in one go: a non-whitespace character before a space or a newline
+(`SAFE_CUT`, found by a fast bytes search), or, in a stretch of `LONG_STRETCH` chunks without one
+(a text with no spaces), a piece boundary found by running the pre-tokenizer over a window of text;
+only a single pre-token longer than that window is cut inside, with a warning. Worker processes
+encode the chunks; the parent writes them, in order, to a temporary file renamed into place when
+complete. Memory stays bounded
 whatever the corpus size: no process holds more than a few chunks of text or ids.
 
 A cache is written once per corpus and tokenizer: a process that finds it missing takes a lock on
@@ -63,7 +67,7 @@ SAMPLE_BUDGET = 1 << 20
 Segment = tuple[int, int, int]
 """``(file index, start byte, end byte)``: a piece of one file."""
 Span = tuple[Segment, ...]
-"""A chunk of the corpus: consecutive segments (a chunk crosses a file boundary only where no cut was safe)."""
+"""A chunk of the corpus: consecutive segments (the end of one file, the start of the next)."""
 
 
 @dataclass(frozen=True)
