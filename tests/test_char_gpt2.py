@@ -106,3 +106,14 @@ def test_a_folder_without_text_is_refused_naming_the_flag(tmp_path: Path, capsys
     (tmp_path / "empty").mkdir()
     assert char_gpt2.main([*TINY, "--data-file", str(tmp_path / "empty")]) == 2
     assert f"--data-file {tmp_path / 'empty'}: is a directory with no text files in it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("max_chars", [[], ["--max-chars", "100"]])
+def test_a_file_of_a_folder_that_is_not_utf8_is_named_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], max_chars: list[str]
+) -> None:
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "bad.txt").write_bytes(b"good line\n" * 3 + b"bad \xff\n")
+    no_limit = [flag for flag in TINY if flag not in ("--max-chars", "20000")]
+    assert char_gpt2.main([*no_limit, *max_chars, "--data-file", str(tmp_path / "books")]) == 2
+    assert f"{tmp_path / 'books' / 'bad.txt'}:4: not valid UTF-8 (byte offset 34)" in capsys.readouterr().err

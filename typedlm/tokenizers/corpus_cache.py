@@ -416,6 +416,12 @@ def _corpus_key(sources: Sequence[Path], recipe: str, full_hash: bool) -> bytes:
     return key.digest()
 
 
+def check_utf8(sources: Sequence[Path]) -> None:
+    """DataFileError ``file:line: not valid UTF-8 (byte offset N)`` at the first byte of ``sources``
+    that is not UTF-8; reads in blocks."""
+    _check_utf8(sources)
+
+
 def _check_utf8(sources: Sequence[Path], block: int = 1 << 24) -> None:
     """DataFileError ``file:line:`` at the first byte of ``sources`` that is not UTF-8 (streamed)."""
     for source in sources:
@@ -616,6 +622,7 @@ def _open_cache(cache_file: Path, key: bytes) -> TokenCache:
 
 __all__ = [
     "TokenCache",
+    "check_utf8",
     "chunk_spans",
     "corpus_spans",
     "default_cache_dir",

@@ -26,7 +26,7 @@ import torch
 
 from typedlm.errors import ConfigError
 from typedlm.tokenizers import GPT2BPE, ByteTokenizer, LocalTokenizer, LocalVocab, Tokenizer
-from typedlm.tokenizers.corpus_cache import MAX_VOCAB, project_token_cache, token_cache
+from typedlm.tokenizers.corpus_cache import MAX_VOCAB, check_utf8, project_token_cache, token_cache
 from typedlm.training.batches import Tokens
 from typedlm.training.corpus import Corpus, CorpusError, CorpusFiles, find_corpus_files, load_corpus
 
@@ -96,7 +96,8 @@ def _first_chars(source: CorpusFiles, max_chars: int, block: int = 1 << 20) -> s
                 try:
                     text = decoder.decode(raw)
                 except UnicodeDecodeError:
-                    raise CorpusError(f"{path}: corpus is not valid UTF-8") from None
+                    check_utf8([path])  # raises DataFileError "path:line: not valid UTF-8 (byte offset N)"
+                    raise
                 parts.append(text[:left])
                 left -= len(parts[-1])
         if left == 0:
@@ -113,9 +114,13 @@ def corpus_alphabet(source: Corpus | CorpusFiles, block: int = 1 << 24) -> str:
     for path in source.files:
         decoder = codecs.getincrementaldecoder("utf-8")()
         with open(path, "rb") as file:
-            while raw := file.read(block):
-                chars.update(decoder.decode(raw))
-            chars.update(decoder.decode(b"", final=True))
+            try:
+                while raw := file.read(block):
+                    chars.update(decoder.decode(raw))
+                chars.update(decoder.decode(b"", final=True))
+            except UnicodeDecodeError:
+                check_utf8([path])  # raises DataFileError "path:line: not valid UTF-8 (byte offset N)"
+                raise
     return "".join(sorted(chars))
 
 
