@@ -124,3 +124,12 @@ def test_a_text_with_no_spaces_is_cut_into_bounded_chunks(tmp_path: Path) -> Non
     assert b"".join(data[start:end] for start, end in spans) == data
     for start, end in spans:
         data[start:end].decode()  # whole characters
+
+
+def test_no_cut_falls_inside_a_special_token() -> None:
+    text = "x<|end of text|>, y<|end of text|>\n" * 50  # a special token with a safe spot inside it
+    data = text.encode()
+    cuts = {start for start, _ in cc.chunk_spans(data, 3, {"<|end of text|>"})}
+    inside = {at + k for at in range(len(data)) if data.startswith(b"<|end of text|>", at) for k in range(1, 15)}
+    assert len(cuts) > 50 and not cuts & inside
+    assert {start for start, _ in cc.chunk_spans(data, 3)} & inside  # without the special, cuts fall inside
