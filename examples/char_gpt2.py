@@ -3,27 +3,29 @@
     python -m examples.char_gpt2                         # 6 blocks × 6 heads, d_model 288, 2048 steps
     python -m examples.char_gpt2 --num-steps 200 --num-blocks 2 --embedding-dim 96
 
-Text → `CharTokenizer` (its alphabet is the corpus's characters) → train/val split → `typedlm.training.train`
-→ a sample before and after training, and the validation loss.
+Text (the embedded corpus, or --data-file: a file, a folder of text files or a glob, streamed into a
+memory-mapped token cache) → `CharTokenizer` (its alphabet is the corpus's characters, read in blocks) →
+train/val split → `typedlm.training.train` → a sample before and after training, and the validation loss.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import typedlm as tl
 from typedlm.cli import ArgumentParser, renamed_field, run_main
 from typedlm.tokenizers import CharTokenizer
-from typedlm.training import Tokens, TrainConfig, TrainingInterrupted, load_corpus, resolve_device, split_tokens, train
+from typedlm.training import TrainConfig, TrainingInterrupted, resolve_device, split_tokens, train
 from typedlm.training.preflight import check_environment, check_input_file, check_memory
+from typedlm.training.text_data import corpus_alphabet, corpus_source, prepare_text_data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-chars", type=int, default=200, help="characters sampled before and after training")
     p.add_argument("--eval-every", type=int, default=256, help="print the val loss every N steps; 0 = at the end only")
     p.add_argument("--eval-batches", type=int, default=20, help="validation batches in the val loss")
-    p.add_argument("--data-file", type=Path, help="UTF-8 text (default: the embedded Shakespeare corpus)")
+    p.add_argument("--data-file", type=Path, help="UTF-8 text: a file, a folder of text files or a glob, read as "
+                   "one text (default: the embedded Shakespeare corpus)")  # fmt: skip
     p.add_argument("--max-chars", type=int, help="use only the first N characters of the text")
     p.add_argument("--seed", type=int, default=1337, help="seed of the weights, batches and sampling")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto takes CUDA if present")
@@ -63,8 +66,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         if value is not None and value < low:
             raise tl.ConfigError(f"{flag} {value}: must be >= {low}")
     check_environment()
-    if args.data_file is not None:
-        check_input_file("--data-file", args.data_file)
+    path = args.data_file
+    if path is not None and not (path.is_dir() or (not path.exists() and glob.has_magic(str(path)))):
+        check_input_file("--data-file", path)  # a folder or a glob is checked by find_corpus_files
 
 
 def configs(args: argparse.Namespace, vocab: int) -> tuple[tl.CausalConfig, TrainConfig]:
@@ -106,17 +110,18 @@ def run(args: argparse.Namespace) -> float:
     """Train and print; returns the final validation loss (nats per character)."""
     check_arguments(args)
     device = resolve_device(args.device)
-    corpus = load_corpus(args.data_file, allow_small=True, max_chars=args.max_chars)
-    tokenizer = CharTokenizer.from_text(corpus.text)
+    source = corpus_source(args.data_file, max_chars=args.max_chars, allow_small=True)
+    tokenizer = CharTokenizer(corpus_alphabet(source))
     cfg, tc = configs(args, tokenizer.vocab_size)
     check_memory(cfg, device)
-    tokens: Tokens = np.asarray(tokenizer.encode(corpus.text), dtype=np.int32)
+    data = prepare_text_data(source, tokenizer, progress=not args.no_progress)
+    tokens = data.tokens  # a memmap of the token cache for a corpus on disk
     train_tokens, val_tokens = split_tokens(tokens, 0.1)
     model = tl.models.GPT2(cfg, seed=args.seed)
-    print(f"data: {corpus.name}, {len(tokens):,} characters, alphabet of {tokenizer.vocab_size}; model: "
+    print(f"data: {data.name}, {len(tokens):,} characters, alphabet of {tokenizer.vocab_size}; model: "
           f"{model.param_count():,} parameters ({cfg.layers} blocks × {cfg.heads} heads, "
           f"d_model {cfg.d_model})")  # fmt: skip
-    first = "\n" if "\n" in corpus.text else corpus.text[0]  # the sample starts from a character of the alphabet
+    first = "\n" if "\n" in tokenizer.alphabet else tokenizer.decode(tokens[:1].tolist())  # a character it knows
     print("sample before training:\n" + sample(model, tokenizer, args, first) + "\n" + "-" * 72)
     start = time.perf_counter()
     log = train(model, cfg, train_tokens, val_tokens, tc, vocab_size=tokenizer.vocab_size,

@@ -1,9 +1,13 @@
 """Encoding a corpus (one or more text files) into a uint16 token cache: streamed, in parallel, once.
 
 The files are read as one text, their concatenation in the order given. It is cut into chunks of
-about ``chunk_bytes`` at spots where the pre-tokenizer cuts anyway (`SAFE_CUT`), so the ids are
-exactly those of encoding the whole text in one go. Worker processes encode the chunks; the parent
-writes them, in order, to a temporary file renamed into place when complete. Memory stays bounded
+about ``chunk_bytes`` at spots where the pre-tokenizer cuts anyway, so the ids are exactly those of
+encoding the whole text in one go: a non-whitespace character before a space or a newline
+(`SAFE_CUT`, found by a fast bytes search), or, in a stretch of `LONG_STRETCH` chunks without one
+(a text with no spaces), a piece boundary found by running the pre-tokenizer over a window of text;
+only a single pre-token longer than that window is cut inside, with a warning. Worker processes
+encode the chunks; the parent writes them, in order, to a temporary file renamed into place when
+complete. Memory stays bounded
 whatever the corpus size: no process holds more than a few chunks of text or ids.
 
 A cache is written once per corpus and tokenizer: a process that finds it missing takes a lock on
@@ -20,16 +24,19 @@ header or length does not match is rebuilt (``verify=True`` also checks the sha2
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import contextlib
 import hashlib
+import itertools
 import mmap
 import multiprocessing
 import os
+import re
 import struct
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Collection, Iterator, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -41,8 +48,9 @@ from tqdm import tqdm
 from typedlm.atomic import write_atomic
 from typedlm.errors import ConfigError, DataFileError
 from typedlm.tokenizers.base import Tokenizer
-from typedlm.tokenizers.pretokenize import SAFE_CUT
+from typedlm.tokenizers.pretokenize import SAFE_CUT, pretokenize
 from typedlm.tokenizers.projection import LocalVocab
+from typedlm.tokenizers.special import alternation
 
 if sys.platform != "win32":
     import fcntl
@@ -59,7 +67,7 @@ SAMPLE_BUDGET = 1 << 20
 Segment = tuple[int, int, int]
 """``(file index, start byte, end byte)``: a piece of one file."""
 Span = tuple[Segment, ...]
-"""A chunk of the corpus: consecutive segments (a chunk crosses a file boundary only where no cut was safe)."""
+"""A chunk of the corpus: consecutive segments (the end of one file, the start of the next)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,8 @@ def token_cache(
 
     def build() -> Iterator[npt.NDArray[np.uint16]]:
         _check_utf8(sources)
-        spans = corpus_spans(sources, chunk_bytes)
+        specials = tokenizer.special_tokens if allowed == "all" else tokenizer.special_tokens & allowed
+        spans = corpus_spans(sources, chunk_bytes, specials)
         yield from _encoded_spans(sources, label, tokenizer, allowed, spans, workers, progress)
 
     return _cached(cache_file, key, tokenizer.vocab_size, build, verify)
@@ -165,49 +174,224 @@ def project_token_cache(cache: TokenCache, vocab: LocalVocab, *, chunk_tokens: i
     return _cached(cache_file, digest, vocab.size, build, verify=False)
 
 
-def corpus_spans(sources: Sequence[Path], chunk_bytes: int) -> list[Span]:
-    """Chunks of about ``chunk_bytes`` covering the concatenation of ``sources``, cut only at `SAFE_CUT`
-    spots inside a file. Reads only around the cuts (the files are memory-mapped)."""
+def corpus_spans(sources: Sequence[Path], chunk_bytes: int, specials: Collection[str] = ()) -> list[Span]:
+    """Chunks of about ``chunk_bytes`` covering the concatenation of ``sources``, cut where the ids do
+    not change (see `_cut_points`; ``specials``: the special tokens encoded as such, never cut inside).
+    Reads only around the cuts (the files are memory-mapped one at a time)."""
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
-    spans: list[Span] = []
-    pending: list[Segment] = []
-    pending_bytes = 0
-    for index, source in enumerate(sources):
-        size = source.stat().st_size
-        if size == 0:
-            continue
-        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start = 0
-            for span_start, cut in _cuts(data, chunk_bytes - pending_bytes, chunk_bytes):
-                spans.append((*pending, (index, span_start, cut)))
-                pending, pending_bytes = [], 0
-                start = cut
-        pending.append((index, start, size))
-        pending_bytes += size - start
-    if pending or not spans:
-        spans.append(tuple(pending))
-    return spans
+    with _Concatenation(sources) as text:
+        bounds = [0, *_cut_points(text, chunk_bytes, frozenset(specials)), text.size]
+        return [text.segments(start, end) for start, end in itertools.pairwise(bounds)]
 
 
-def chunk_spans(data: bytes | mmap.mmap, chunk_bytes: int) -> list[tuple[int, int]]:
-    """Byte ranges of about ``chunk_bytes`` that cover ``data``, cut only at `SAFE_CUT` spots."""
+def chunk_spans(data: bytes | mmap.mmap, chunk_bytes: int, specials: Collection[str] = ()) -> list[tuple[int, int]]:
+    """Byte ranges of about ``chunk_bytes`` that cover the UTF-8 text ``data``, cut as `corpus_spans` cuts."""
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
-    spans = list(_cuts(data, chunk_bytes, chunk_bytes))
-    return [*spans, (spans[-1][1] if spans else 0, len(data))]
+    with _Concatenation([data]) as text:
+        bounds = [0, *_cut_points(text, chunk_bytes, frozenset(specials)), text.size]
+    return list(itertools.pairwise(bounds))
 
 
-def _cuts(data: bytes | mmap.mmap, first: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
-    """``(start, cut)`` of each full chunk of ``data``: the first needs ``first`` bytes (at least 1)."""
-    start, need = 0, max(first, 1)
-    while len(data) - start > need:
-        found = SAFE_CUT.search(data, start + need - 1)
-        if found is None:
-            return
-        cut = found.start() + 1
-        yield start, cut
-        start, need = cut, chunk_bytes
+_SPACE_RUN = re.compile(rb"[ \n]+")
+
+LONG_STRETCH = 8
+"""A chunk that would grow past this many ``chunk_bytes`` for want of a `SAFE_CUT` spot is cut at a
+piece boundary of the pre-tokenizer instead (`_piece_cut`), so memory stays bounded for any text."""
+
+_WINDOW_MIN = 1 << 16
+"""How many bytes past ``chunk_bytes`` `_piece_cut` pre-tokenizes (at least)."""
+
+_LOOKAHEAD_CHARS = 8
+"""Characters a piece's match may read past its end (the pattern reads at most 3): pieces ending closer
+than this (plus the longest special token) to the end of a window of text may continue past it."""
+
+
+def _cut_points(text: _Concatenation, chunk_bytes: int, specials: frozenset[str]) -> Iterator[int]:
+    """Where to cut ``text`` into chunks of about ``chunk_bytes`` whose ids, encoded one by one, are
+    the ids of the whole text: at the first `SAFE_CUT` spot past ``chunk_bytes`` (the common case: a
+    fast bytes search); where none comes within `LONG_STRETCH` chunks, at a piece boundary (`_piece_cut`)."""
+    start = 0
+    while text.size - start > chunk_bytes:
+        cut = text.find_safe(start + chunk_bytes - 1, specials)
+        if cut is None or cut - start > LONG_STRETCH * chunk_bytes:
+            cut = _piece_cut(text, start, chunk_bytes, specials)
+            if cut is None:
+                return  # the rest is one piece, shorter than a window
+        yield cut
+        start = cut
+
+
+def _piece_cut(text: _Concatenation, start: int, chunk_bytes: int, specials: frozenset[str]) -> int | None:
+    """A cut about ``chunk_bytes`` after ``start`` (a boundary of pieces) at a boundary of pieces: the
+    pre-tokenizer runs over a window of text from ``start``, split at ``specials`` as ``encode`` splits
+    it; the pieces that end well before the window's end are those of the whole text (a match reads at
+    most 3 characters past its start, and a match that reaches the window's end ends there).
+
+    Where no piece ends in the window (one pre-token longer than it), the cut is at a character
+    boundary and a warning says that the ids there may differ from those of the whole text. None if
+    the window holds the rest of the text and no piece ends inside it: the rest is one chunk."""
+    margin = _LOOKAHEAD_CHARS + max(map(len, specials), default=0)  # characters
+    window = text.read(start, start + chunk_bytes + max(_WINDOW_MIN, 16 * margin))
+    chars, _ = codecs.utf_8_decode(window, "strict", False)  # a character cut by the window's end is left out
+    at_end = start + len(window) == text.size  # then every piece is final
+    final_end = len(chars) - (0 if at_end else margin)
+    boundaries: list[int] = []  # character offsets from start, increasing
+    segment_starts = [0]  # where the text after each special token starts
+    matches = list(alternation(specials).finditer(chars)) if specials else []
+    for segment_end, special_end in [*((m.start(), m.end()) for m in matches), (len(chars), len(chars))]:
+        pieces = pretokenize(chars[segment_starts[-1] : segment_end])
+        boundaries += itertools.accumulate(map(len, pieces), initial=segment_starts[-1])
+        boundaries.append(special_end)
+        segment_starts.append(special_end)
+    useful = [b for b in boundaries if 0 < b <= final_end and b < len(chars)]
+    target = len(codecs.utf_8_decode(window[:chunk_bytes], "strict", False)[0])  # chunk_bytes, in characters
+    for cut in [b for b in useful if b >= target] + useful[::-1]:
+        if _ends_alike(chars, cut, boundaries, segment_starts):
+            return start + len(chars[:cut].encode("utf-8"))
+    if at_end:
+        return None
+    cut = min(chunk_bytes, len(window) - 1)
+    while cut > 0 and 0x80 <= window[cut] < 0xC0:  # a continuation byte: inside a character
+        cut -= 1
+    while cut == 0 or 0x80 <= window[cut] < 0xC0:
+        cut += 1
+    if not text.warned:
+        text.warned = True
+        where = text.describe(start + cut)
+        warnings.warn(
+            f"{where}: no pre-token boundary in {len(window):,} bytes of text (one pre-token that long), so it is "
+            "cut inside a pre-token: the ids at such cuts may differ from encoding the whole text",
+            stacklevel=4,
+        )
+    return start + cut
+
+
+def _ends_alike(chars: str, cut: int, boundaries: list[int], segment_starts: list[int]) -> bool:
+    """Whether ``chars[:cut]`` alone ends in the pieces that ``boundaries`` (those of ``chars``) give it.
+
+    A match reads at most 2 characters past its end or 3 past its start, so pieces ending
+    `_LOOKAHEAD_CHARS` before ``cut`` are the same either way; the pieces after them are checked
+    (``"\\n\\n"`` is one piece at the end of a text, two before a letter)."""
+    settled = max(
+        max((b for b in boundaries if b <= cut - _LOOKAHEAD_CHARS), default=0),
+        max(s for s in segment_starts if s <= cut),
+    )
+    tail = list(itertools.accumulate(map(len, pretokenize(chars[settled:cut])), initial=settled))
+    return tail == sorted({b for b in boundaries if settled <= b <= cut})
+
+
+class _Concatenation:
+    """The concatenation of ``parts`` (files or bytes) read as one byte string, without holding it:
+    a file is memory-mapped while it is searched (one at a time)."""
+
+    def __init__(self, parts: Sequence[Path | bytes | mmap.mmap]) -> None:
+        self.parts = list(parts)
+        sizes = [p.stat().st_size if isinstance(p, Path) else len(p) for p in self.parts]
+        self.starts = [0, *itertools.accumulate(sizes)]
+        self.size = self.starts[-1]
+        self.warned = False
+        self._open: tuple[int, bytes | mmap.mmap] | None = None
+        self._stack = contextlib.ExitStack()
+        self._found: tuple[int, int | None] = (-1, None)  # searched after, the cut found
+
+    def __enter__(self) -> _Concatenation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def data(self, index: int) -> bytes | mmap.mmap:
+        """The bytes of part ``index`` (a file is mapped; the previous mapping is closed)."""
+        part = self.parts[index]
+        if not isinstance(part, Path):
+            return part
+        if self._open is None or self._open[0] != index:
+            self._stack.close()
+            file = self._stack.enter_context(open(part, "rb"))
+            self._open = (index, self._stack.enter_context(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)))
+        return self._open[1]
+
+    def part_at(self, position: int) -> int:
+        """The index of the non-empty part holding byte ``position`` (< size)."""
+        return bisect.bisect_right(self.starts, position) - 1
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of the concatenation (``end`` clipped to its size)."""
+        end = min(end, self.size)
+        out = []
+        while start < end:
+            index = self.part_at(start)
+            base = self.starts[index]
+            stop = min(end, self.starts[index + 1])
+            out.append(bytes(self.data(index)[start - base : stop - base]))
+            start = stop
+        return b"".join(out)
+
+    def segments(self, start: int, end: int) -> Span:
+        """Bytes ``start:end`` as ``(part, start, end)`` pieces of the parts, empty ones left out."""
+        out = []
+        while start < end:
+            index = self.part_at(start)
+            stop = min(end, self.starts[index + 1])
+            out.append((index, start - self.starts[index], stop - self.starts[index]))
+            start = stop
+        return tuple(out)
+
+    def describe(self, position: int) -> str:
+        index = self.part_at(position)
+        part = self.parts[index]
+        name = str(part) if isinstance(part, Path) else "text"
+        return f"{name}: byte {position - self.starts[index]:,}"
+
+    def find_safe(self, position: int, specials: frozenset[str]) -> int | None:
+        """The first cut after ``position`` at a `SAFE_CUT` spot not inside a special token; None if
+        there is none up to the end. Remembers the last one found, so a long stretch without one is
+        searched once."""
+        searched, cut = self._found
+        if not (0 <= searched <= position and (cut is None or cut > position)):
+            cut = self._search(position + 1)
+            while cut is not None and self._inside_special(cut, specials):
+                cut = self._search(cut + 1)
+            self._found = (position, cut)
+        return cut
+
+    def _search(self, position: int) -> int | None:
+        """The first ``cut >= position`` at a `SAFE_CUT` spot. Fast: a search for runs of spaces and
+        newlines (as fast as a byte scan), then `SAFE_CUT` on the character before each run."""
+        index = self.part_at(position) if position < self.size else len(self.parts)
+        for part in range(index, len(self.parts)):
+            base = self.starts[part]
+            if self.starts[part + 1] == base:
+                continue
+            for run in _SPACE_RUN.finditer(self.data(part), max(position - base, 0)):
+                cut = base + run.start()
+                if cut > 0 and self._safe_before(cut):
+                    return cut
+        return None
+
+    def _safe_before(self, cut: int) -> bool:
+        """Whether the character that ends at ``cut`` is a `SAFE_CUT` match (``cut`` holds a space or newline)."""
+        before = self.read(max(cut - 4, 0), cut + 1)
+        end = len(before) - 1
+        return any(
+            (found := SAFE_CUT.match(before, start, end + 1)) is not None and found.end() == end
+            for start in range(max(end - 4, 0), end)
+        )
+
+    def _inside_special(self, cut: int, specials: frozenset[str]) -> bool:
+        """Whether ``cut`` falls strictly inside an occurrence of one of ``specials``."""
+        for special in specials:
+            token = special.encode("utf-8")
+            around = self.read(max(cut - len(token) + 1, 0), cut + len(token) - 1)
+            first = max(cut - len(token) + 1, 0)
+            at = around.find(token)
+            while at != -1:
+                if first + at < cut < first + at + len(token):
+                    return True
+                at = around.find(token, at + 1)
+        return False
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -230,6 +414,12 @@ def _corpus_key(sources: Sequence[Path], recipe: str, full_hash: bool) -> bytes:
                 file.seek(k * step)
                 key.update(file.read(block))
     return key.digest()
+
+
+def check_utf8(sources: Sequence[Path]) -> None:
+    """DataFileError ``file:line: not valid UTF-8 (byte offset N)`` at the first byte of ``sources``
+    that is not UTF-8; reads in blocks."""
+    _check_utf8(sources)
 
 
 def _check_utf8(sources: Sequence[Path], block: int = 1 << 24) -> None:
@@ -457,6 +647,7 @@ __all__ = [
     "CacheContent",
     "TokenCache",
     "cache_content",
+    "check_utf8",
     "chunk_spans",
     "corpus_spans",
     "default_cache_dir",

@@ -33,10 +33,25 @@ def pretokenize(text: str) -> list[str]:
     return pieces
 
 
-SAFE_CUT = re.compile(rb"[\x21-\x7e][ \n]")
-"""Bytes where a UTF-8 text may be cut without changing its pieces: cut between the two bytes.
+WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000").union(
+    map(chr, range(0x2000, 0x200B))
+)
+"""The characters the pattern's ``\\s`` matches (Unicode's White_Space, as ``regex`` and tiktoken read it)."""
 
-No piece contains both a non-space character and a following whitespace character, and no match
-before such a spot looks past it, so ``pretokenize(a + b) == pretokenize(a) + pretokenize(b)`` when
-``a`` ends with a printable ASCII character and ``b`` starts with a space or a newline.
+_MULTIBYTE_WHITESPACE = rb"\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
+_MULTIBYTE_CHARACTER = rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+
+SAFE_CUT = re.compile(
+    rb"(?:[\x00-\x08\x0e-\x1f\x21-\x7f]|(?!" + _MULTIBYTE_WHITESPACE + rb")(?:" + _MULTIBYTE_CHARACTER + rb"))(?=[ \n])"
+)
+"""A non-whitespace character followed by a space or a newline, in UTF-8 bytes: a text may be cut at
+the match's end (before the space or newline) without changing its pieces.
+
+Every alternative of the pattern matches either only whitespace (``\\s+``) or no whitespace at all
+(the contractions, ``' ?'`` then letters, digits or other non-whitespace characters: its optional
+space comes first), so no piece holds a non-whitespace character followed by a whitespace one; the
+only lookahead, ``(?!\\S)``, ends a run of whitespace, so no match ending before the cut looks past
+it; and there is no lookbehind. Hence ``pretokenize(a + b) == pretokenize(a) + pretokenize(b)`` when
+``a`` ends with a non-whitespace character and ``b`` starts with a space or a newline. In valid UTF-8
+a lead byte never matches a continuation byte, so a match found from any offset is a whole character.
 """

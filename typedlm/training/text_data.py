@@ -24,9 +24,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from typedlm.errors import ConfigError
 from typedlm.tokenizers import GPT2BPE, ByteTokenizer, LocalTokenizer, LocalVocab, Tokenizer
-from typedlm.tokenizers.corpus_cache import MAX_VOCAB, project_token_cache, token_cache
-from typedlm.training.corpus import Corpus, CorpusFiles
+from typedlm.tokenizers.corpus_cache import MAX_VOCAB, check_utf8, project_token_cache, token_cache
+from typedlm.training.corpus import Corpus, CorpusError, CorpusFiles, find_corpus_files, load_corpus
 from typedlm.training.token_arrays import Tokens
 
 DEFAULT_LOCAL_VOCAB = 4096
@@ -65,6 +66,45 @@ def base_tokenizer(bpe_vocab: str | Path | None = None, bpe_merges: str | Path |
     return GPT2BPE.from_files(bpe_vocab, bpe_merges)
 
 
+def corpus_source(
+    path: str | Path | None, *, max_chars: int | None = None, allow_small: bool = False, flag: str = "--data-file"
+) -> Corpus | CorpusFiles:
+    """What to train on: the embedded corpus (``path`` None) or the first ``max_chars`` characters of
+    it or of ``path``, in memory; otherwise the files ``path`` names (a file, a folder or a glob), for
+    the streamed token cache. A problem with the files is a ConfigError naming ``flag``."""
+    if path is None:
+        return load_corpus(None, max_chars=max_chars)
+    try:
+        files = find_corpus_files(path, allow_small=allow_small)
+        if max_chars is None:
+            return files
+        if len(files.files) == 1 and files.files[0] == Path(path):
+            return load_corpus(path, allow_small=allow_small, max_chars=max_chars)
+        return Corpus(_first_chars(files, max_chars), files.name)
+    except CorpusError as e:
+        raise ConfigError(f"{flag} {e}") from None
+
+
+def _first_chars(source: CorpusFiles, max_chars: int, block: int = 1 << 20) -> str:
+    """The first ``max_chars`` characters of ``source``'s files read as one text (read in blocks)."""
+    parts: list[str] = []
+    left = max_chars
+    for path in source.files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with open(path, "rb") as file:
+            while left > 0 and (raw := file.read(block)):
+                try:
+                    text = decoder.decode(raw)
+                except UnicodeDecodeError:
+                    check_utf8([path])  # raises DataFileError "path:line: not valid UTF-8 (byte offset N)"
+                    raise
+                parts.append(text[:left])
+                left -= len(parts[-1])
+        if left == 0:
+            break
+    return "".join(parts)
+
+
 def corpus_alphabet(source: Corpus | CorpusFiles, block: int = 1 << 24) -> str:
     """The sorted characters of ``source`` (a `CharTokenizer`'s alphabet), read in blocks of ``block``
     bytes: memory does not grow with the corpus."""
@@ -74,9 +114,13 @@ def corpus_alphabet(source: Corpus | CorpusFiles, block: int = 1 << 24) -> str:
     for path in source.files:
         decoder = codecs.getincrementaldecoder("utf-8")()
         with open(path, "rb") as file:
-            while raw := file.read(block):
-                chars.update(decoder.decode(raw))
-            chars.update(decoder.decode(b"", final=True))
+            try:
+                while raw := file.read(block):
+                    chars.update(decoder.decode(raw))
+                chars.update(decoder.decode(b"", final=True))
+            except UnicodeDecodeError:
+                check_utf8([path])  # raises DataFileError "path:line: not valid UTF-8 (byte offset N)"
+                raise
     return "".join(sorted(chars))
 
 
