@@ -18,6 +18,7 @@ checks of a call), `call_keys` (the memory of passed calls), `dynamo` (frames ru
 layer classes) and `functions` (`checked`).
 """
 
+from typedlm.checks.compile_errors import register_owner
 from typedlm.checks.functions import FunctionChecks, checked
 from typedlm.checks.modes import MODES, Mode, check_mode_variable, current_mode, mode, set_mode
 from typedlm.checks.signature import CallSignature, Param, check_arguments, check_result
@@ -37,5 +38,6 @@ __all__ = [
     "current_mode",
     "install_layer_checks",
     "mode",
+    "register_owner",
     "set_mode",
 ]

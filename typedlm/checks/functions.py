@@ -4,6 +4,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
+from typedlm.checks.compile_errors import register_owner
 from typedlm.checks.dynamo import run_outside_dynamo
 from typedlm.checks.modes import current_mode
 from typedlm.checks.signature import CallSignature
@@ -38,6 +39,7 @@ def checked(fn: Callable[P, R]) -> Callable[P, R]:
     function is returned unwrapped; a later switch to off costs one global read per call.
     """
     owner = FunctionChecks(CallSignature.of(fn, method=False), fn.__qualname__)
+    register_owner(owner)
     if current_mode() == "off":
         fn.__typedlm_checks__ = owner  # type: ignore[attr-defined]  # found by `typedlm check` all the same
         return fn

@@ -1,0 +1,23 @@
+"""`TracedShapeError`: a check's `ShapeError` met while TorchDynamo traces, as an error dynamo lets through.
+
+TorchDynamo passes a compilation failure of its own kind, ``Unsupported``, up to the caller of the
+compiled function unchanged (with ``fullgraph=True``; without it, as a graph break, after which the call
+runs eagerly). A `TracedShapeError` is both that and a `ShapeError`: ``except typedlm.ShapeError`` catches
+it and its message is the eager one. This module imports TorchDynamo, so it is imported only once
+TorchDynamo is loaded (`typedlm.checks.compile_errors`).
+"""
+
+from torch._dynamo.exc import Unsupported
+
+from typedlm.errors import ShapeError
+
+
+class TracedShapeError(ShapeError, Unsupported):
+    """A check failed while TorchDynamo traced the user's compiled function; ``str()`` is the eager message."""
+
+    def __init__(self, message: str) -> None:
+        Unsupported.__init__(self, message, gb_type="typedlm ShapeError")
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message  # dynamo appends its "from user code" stack to args[0]; the message stays the check's
