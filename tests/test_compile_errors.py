@@ -136,22 +136,28 @@ def test_a_compiled_function_calling_a_chain_compiles_in_one_graph(cfg: tl.Causa
 
 def _step(model: torch.nn.Module) -> Callable[[Tensor], Tensor]:
     def step(ids: Tensor) -> Tensor:
-        return model(ids)
+        logits: Tensor = model(ids)
+        return logits
 
     return step
 
 
-@pytest.mark.parametrize("dynamic", DYNAMIC)
+@pytest.mark.parametrize(
+    ("dynamic", "backend"),
+    [*((d, "eager") for d in DYNAMIC), pytest.param("static", "inductor", marks=pytest.mark.slow)],
+)
 def test_an_inner_layers_shape_error_in_a_compiled_function_is_the_eager_one(
-    cfg: tl.CausalConfig, dynamic: str
+    cfg: tl.CausalConfig, dynamic: str, backend: str
 ) -> None:
     step = _step(tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg))
     ids = torch.randint(0, cfg.vocab, (2, 8))
     expected = _eager_message(step, ids)
     assert expected.startswith("LayerNorm: x expected") and "got d_model = 63 in shape (2, 8, 63)" in expected
     with pytest.raises(tl.ShapeError) as compiled:
-        _compiled(step, dynamic)(_input(ids.clone(), dynamic))
+        _compiled(step, dynamic, backend)(_input(ids.clone(), dynamic))
     assert str(compiled.value) == expected
+    notes = "\n".join(getattr(compiled.value, "__notes__", ()))
+    assert "return self.norm(x[..., :-1])" in notes  # the user's line at fault, as an eager traceback shows it
 
 
 class _ShortResult(Layer[Embedded, Embedded]):
@@ -165,8 +171,9 @@ def _training_step(model: torch.nn.Module, targets: Tensor) -> Callable[[Tensor]
     """A compiled function doing more than calling the model: logits, a checked loss, and arithmetic on it."""
 
     def step(ids: Tensor) -> Tensor:
-        logits = model(ids) * 0.5
-        return tl.losses.cross_entropy_one_hot(logits, targets) + logits.square().mean()
+        logits: Tensor = model(ids) * 0.5
+        loss: Tensor = tl.losses.cross_entropy_one_hot(logits, targets) + logits.square().mean()
+        return loss
 
     return step
 
