@@ -14,7 +14,8 @@ dims against the config) and then beartype + jaxtyping on every annotated argume
 
 One concept per module: `modes` (the switch), `signature` (what a callable takes and gives, and the
 checks of a call), `call_keys` (the memory of passed calls), `dynamo` (frames run outside TorchDynamo),
-`compile_errors` (a ShapeError under the user's ``torch.compile``), `wrapping` (the checked call, on
+`compile_errors` (a ShapeError under the user's ``torch.compile``), `traced_shape_error` (the ShapeError
+that leaves a compiled function of the user's; loaded with TorchDynamo), `wrapping` (the checked call, on
 layer classes) and `functions` (`checked`).
 """
 

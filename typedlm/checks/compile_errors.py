@@ -116,10 +116,14 @@ def _eager_shape_error(key: int, with_result: bool, /, *values: Any, **kwargs: A
         if result:
             check_result(sig, where, env, result[0], bindings, eager=True, args=args, kwargs=kwargs)
     except ShapeError as error:
-        raise TracedShapeError(str(error)) from None
-
-
-run_in_graph(_eager_shape_error)
+        message = str(error)
+    else:
+        return
+    try:
+        traced = TracedShapeError(message)
+    except Exception:  # a dynamo whose Unsupported is built otherwise: dynamo reports the check as it traced it
+        return
+    raise traced
 
 
 def _concrete(value: object) -> object:
@@ -133,3 +137,6 @@ def _concrete(value: object) -> object:
     if isinstance(value, torch.SymBool):
         return bool(value)
     return value
+
+
+run_in_graph(_eager_shape_error)
