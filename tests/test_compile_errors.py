@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 import typedlm as tl
@@ -195,6 +195,31 @@ def test_a_shape_error_in_a_compiled_training_step_is_the_eager_one(
     assert expected.startswith(expected_start)  # the eager reference
     with pytest.raises(tl.ShapeError) as compiled:
         _compiled(step, dynamic)(_input(ids.clone(), dynamic))
+    assert str(compiled.value) == expected
+
+
+class _Masked(Layer[Embedded, Embedded]):
+    """A user's layer taking an int and an optional keyword mask beside its input."""
+
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], start: int = 0, *, mask: Bool[Tensor, "batch seq"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
+        return x[:, start:] if mask is None else x * mask[..., None]
+
+
+@pytest.mark.parametrize("dynamic", ["static", "dynamic"])
+def test_a_wrong_keyword_argument_in_a_compiled_function_is_the_eager_error(cfg: tl.CausalConfig, dynamic: str) -> None:
+    layer = _Masked(cfg)
+
+    def step(x: Tensor) -> Tensor:
+        out: Tensor = layer(x, 0, mask=torch.ones(x.shape[0], x.shape[1] - 1, dtype=torch.bool))
+        return out
+
+    x = torch.zeros(2, 8, cfg.d_model)
+    expected = _eager_message(step, x)
+    assert expected.startswith("_Masked: mask expected") and "got seq = 7" in expected  # the eager reference
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(step, dynamic)(x.clone())
     assert str(compiled.value) == expected
 
 
