@@ -1,6 +1,7 @@
-"""An inner layer's ShapeError under the user's ``torch.compile(model, fullgraph=True)``, static and dynamic
-shapes, reaches the user as that ShapeError: the same message as the same bad call run eagerly (the
-reference). A valid input still compiles to one graph, the same graph as with checks off.
+"""An inner layer's ShapeError under the user's ``torch.compile(fullgraph=True)`` — of the model, or of a
+function of the user's that calls it —, static and dynamic shapes, reaches the user as a ShapeError: the
+same message as the same bad call run eagerly (the reference). A valid input still compiles to one graph,
+the same graph as with checks off.
 
 Dynamo runs with the ``eager`` backend here (the errors arise while dynamo traces, before any backend).
 """
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 import typedlm as tl
@@ -54,7 +55,7 @@ def _input(x: Tensor, dynamic: str) -> Tensor:
     return x
 
 
-def _eager_message(model: torch.nn.Module, x: Tensor) -> str:
+def _eager_message(model: Callable[[Tensor], Tensor], x: Tensor) -> str:
     with pytest.raises(tl.ShapeError) as eager:
         model(x)
     return str(eager.value)
@@ -98,7 +99,7 @@ def test_a_wrong_d_model_given_to_a_compiled_model_is_the_eager_error(cfg: tl.Ca
     assert str(compiled.value) == expected
 
 
-def _graph_of(model: torch.nn.Module, x: Tensor, mode: tl.checks.Mode) -> list[tuple[str, str]]:
+def _graph_of(model: Callable[[Tensor], Tensor], x: Tensor, mode: tl.checks.Mode) -> list[tuple[str, str]]:
     """The operations of the one graph dynamo compiles for ``model(x)`` with dynamic shapes, in ``mode``
     (inputs aside: their names depend on the frame dynamo starts from)."""
     graphs: list[torch.fx.GraphModule] = []
@@ -133,20 +134,109 @@ def test_a_compiled_function_calling_a_chain_compiles_in_one_graph(cfg: tl.Causa
     torch.testing.assert_close(_compiled(step, "dynamic")(ids), model(ids))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=torch._dynamo.exc.Unsupported,
-    reason="inside a compiled function of the user's, no typedlm frame runs outside dynamo, and with "
-    "fullgraph=True dynamo reports every exception raised while it traces as Unsupported",
+def _step(model: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+    def step(ids: Tensor) -> Tensor:
+        logits: Tensor = model(ids)
+        return logits
+
+    return step
+
+
+@pytest.mark.parametrize(
+    ("dynamic", "backend"),
+    [*((d, "eager") for d in DYNAMIC), pytest.param("static", "inductor", marks=pytest.mark.slow)],
 )
-def test_an_inner_layers_shape_error_in_a_compiled_function_is_the_eager_one(cfg: tl.CausalConfig) -> None:
-    model = tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg)
+def test_an_inner_layers_shape_error_in_a_compiled_function_is_the_eager_one(
+    cfg: tl.CausalConfig, dynamic: str, backend: str
+) -> None:
+    step = _step(tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg))
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    expected = _eager_message(step, ids)
+    assert expected.startswith("LayerNorm: x expected") and "got d_model = 63 in shape (2, 8, 63)" in expected
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(step, dynamic, backend)(_input(ids.clone(), dynamic))
+    assert str(compiled.value) == expected
+    notes = "\n".join(getattr(compiled.value, "__notes__", ()))
+    assert "return self.norm(x[..., :-1])" in notes  # the user's line at fault, as an eager traceback shows it
+
+
+class _ShortResult(Layer[Embedded, Embedded]):
+    """A user's layer that returns one feature fewer than it declares: its result's check fails."""
+
+    def forward(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        return x[..., :-1]
+
+
+def _training_step(model: torch.nn.Module, targets: Tensor) -> Callable[[Tensor], Tensor]:
+    """A compiled function doing more than calling the model: logits, a checked loss, and arithmetic on it."""
 
     def step(ids: Tensor) -> Tensor:
-        return model(ids)
+        logits: Tensor = model(ids) * 0.5
+        loss: Tensor = tl.losses.cross_entropy_one_hot(logits, targets) + logits.square().mean()
+        return loss
 
+    return step
+
+
+@pytest.mark.parametrize("dynamic", ["static", "dynamic"])
+@pytest.mark.parametrize("fault", ["an inner layer's result", "the loss's targets"])
+def test_a_shape_error_in_a_compiled_training_step_is_the_eager_one(
+    cfg: tl.CausalConfig, fault: str, dynamic: str
+) -> None:
     ids = torch.randint(0, cfg.vocab, (2, 8))
-    expected = _eager_message(model, ids)
+    targets = torch.nn.functional.one_hot(ids, cfg.vocab).float()
+    if fault == "an inner layer's result":
+        model = tl.nn.TokenEmbedding(cfg) >> _ShortResult() >> tl.nn.LMHead(cfg)
+        step, expected_start = _training_step(model, targets), "_ShortResult: its result expected"
+    else:
+        model = tl.nn.TokenEmbedding(cfg) >> tl.nn.LMHead(cfg)
+        step, expected_start = _training_step(model, targets[:, :5]), "cross_entropy_one_hot: targets expected"
+    expected = _eager_message(step, ids)
+    assert expected.startswith(expected_start)  # the eager reference
     with pytest.raises(tl.ShapeError) as compiled:
-        _compiled(step, "static")(ids)
+        _compiled(step, dynamic)(_input(ids.clone(), dynamic))
     assert str(compiled.value) == expected
+
+
+class _Masked(Layer[Embedded, Embedded]):
+    """A user's layer taking an int and an optional keyword mask beside its input."""
+
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], start: int = 0, *, mask: Bool[Tensor, "batch seq"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
+        return x[:, start:] if mask is None else x * mask[..., None]
+
+
+@pytest.mark.parametrize("dynamic", ["static", "dynamic"])
+def test_a_wrong_keyword_argument_in_a_compiled_function_is_the_eager_error(cfg: tl.CausalConfig, dynamic: str) -> None:
+    layer = _Masked(cfg)
+
+    def step(x: Tensor) -> Tensor:
+        out: Tensor = layer(x, 0, mask=torch.ones(x.shape[0], x.shape[1] - 1, dtype=torch.bool))
+        return out
+
+    x = torch.zeros(2, 8, cfg.d_model)
+    expected = _eager_message(step, x)
+    assert expected.startswith("_Masked: mask expected") and "got seq = 7" in expected  # the eager reference
+    with pytest.raises(tl.ShapeError) as compiled:
+        _compiled(step, dynamic)(x.clone())
+    assert str(compiled.value) == expected
+
+
+def test_a_shape_error_in_a_function_compiled_without_fullgraph_is_the_eager_one(cfg: tl.CausalConfig) -> None:
+    step = _step(tl.nn.TokenEmbedding(cfg) >> _DropsALastFeature(cfg) >> tl.nn.LMHead(cfg))
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    expected = _eager_message(step, ids)
+    torch._dynamo.reset()
+    with pytest.raises(tl.ShapeError) as compiled:
+        torch.compile(step, backend="eager", dynamic=True)(ids)
+    assert str(compiled.value) == expected
+
+
+def test_a_valid_compiled_training_step_compiles_to_the_graph_of_an_unchecked_model(cfg: tl.CausalConfig) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> tl.nn.LayerNorm(cfg) >> tl.nn.LMHead(cfg)
+    ids = torch.randint(0, cfg.vocab, (2, 8))
+    step = _training_step(model, torch.nn.functional.one_hot(ids, cfg.vocab).float())
+    checked = _graph_of(step, ids, "full")
+    assert checked == _graph_of(step, ids, "off")
+    assert len(checked) >= 6  # embedding, layer_norm, linear, log_softmax, sum, mean at least

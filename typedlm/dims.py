@@ -198,7 +198,8 @@ Bindings = dict[str, tuple[Any, str]]
 
 
 def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    # formatted, not str(int(s)): TorchDynamo can format a symbolic size while it traces a failing check
+    return "(" + ", ".join(f"{s}" for s in shape) + ")"
 
 
 _EXPRESSION = re.compile(r"[\w\s+\-*/()]+")

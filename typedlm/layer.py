@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from typedlm.checks import CallSignature, check_mode_variable, install_layer_checks
+from typedlm.checks import CallSignature, check_mode_variable, install_layer_checks, register_owner
 from typedlm.config import CausalConfig
 from typedlm.dims import DimEnv, TensorSpec, config_dims, dim_names, is_config_type
 from typedlm.errors import ConfigError, ShapeError
@@ -225,6 +225,7 @@ class Layer(nn.Module, Generic[In, Out]):
         self.cfg = cfg
         self.dim_env = env.with_local(local_sizes, name)
         self._typedlm_passed: set[tuple[Any, ...]] = set()
+        register_owner(self)
         self._check_built_dims()
 
     def _check_built_dims(self) -> None:

@@ -14,10 +14,12 @@ dims against the config) and then beartype + jaxtyping on every annotated argume
 
 One concept per module: `modes` (the switch), `signature` (what a callable takes and gives, and the
 checks of a call), `call_keys` (the memory of passed calls), `dynamo` (frames run outside TorchDynamo),
-`compile_errors` (a ShapeError under the user's ``torch.compile``), `wrapping` (the checked call, on
+`compile_errors` (a ShapeError under the user's ``torch.compile``), `traced_shape_error` (the ShapeError
+that leaves a compiled function of the user's; loaded with TorchDynamo), `wrapping` (the checked call, on
 layer classes) and `functions` (`checked`).
 """
 
+from typedlm.checks.compile_errors import register_owner
 from typedlm.checks.functions import FunctionChecks, checked
 from typedlm.checks.modes import MODES, Mode, check_mode_variable, current_mode, mode, set_mode
 from typedlm.checks.signature import CallSignature, Param, check_arguments, check_result
@@ -37,5 +39,6 @@ __all__ = [
     "current_mode",
     "install_layer_checks",
     "mode",
+    "register_owner",
     "set_mode",
 ]

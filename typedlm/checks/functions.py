@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from typedlm.checks.compile_errors import register_owner
 from typedlm.checks.dynamo import run_outside_dynamo
 from typedlm.checks.modes import current_mode
 from typedlm.checks.signature import CallSignature
@@ -70,6 +71,7 @@ def _checked(fn: Callable[P, R], free_dims: tuple[str, ...]) -> Callable[P, R]:
     signature = CallSignature.of(fn, method=False)
     _check_dim_names(signature, fn.__qualname__, free_dims)
     owner = FunctionChecks(signature, fn.__qualname__)
+    register_owner(owner)
     if current_mode() == "off":
         fn.__typedlm_checks__ = owner  # type: ignore[attr-defined]  # found by `typedlm check` all the same
         return fn

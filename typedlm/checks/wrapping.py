@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from typedlm.checks.call_keys import call_key, remember
-from typedlm.checks.compile_errors import shape_error_behind
+from typedlm.checks.compile_errors import raise_traced_shape_error, shape_error_behind
 from typedlm.checks.dynamo import eager, is_compiling, run_outside_dynamo
 from typedlm.checks.modes import current_mode, follow_mode
 from typedlm.checks.signature import CallSignature, check_arguments, check_result
 from typedlm.dims import Bindings, DimEnv
+from typedlm.errors import ShapeError
 from typedlm.torch_errors import is_torch_shape_error, shape_error_from, torch_error_message
 
 
@@ -56,9 +57,17 @@ def checked_call(call: Callable[..., Any]) -> Callable[..., Any]:
     def checked_forward(owner: CheckTarget, *args: Any, **kwargs: Any) -> Any:
         if is_compiling():  # inlined by TorchDynamo: check at trace time, leave nothing in the graph
             where, sig, env = owner.describe(), owner._typedlm_signature, owner.dim_env
-            bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
+            try:
+                bindings = check_arguments(sig, where, env, args, kwargs, eager=False)
+            except ShapeError:
+                raise_traced_shape_error(owner, None, args, kwargs)
+                raise
             out = call(owner, *args, **kwargs)
-            check_result(sig, where, env, out, bindings, eager=False)
+            try:
+                check_result(sig, where, env, out, bindings, eager=False)
+            except ShapeError:
+                raise_traced_shape_error(owner, (out,), args, kwargs)
+                raise
             return out
         key = call_key(owner.training, args, kwargs)
         try:
