@@ -240,3 +240,25 @@ def test_a_valid_compiled_training_step_compiles_to_the_graph_of_an_unchecked_mo
     checked = _graph_of(step, ids, "full")
     assert checked == _graph_of(step, ids, "off")
     assert len(checked) >= 6  # embedding, layer_norm, linear, log_softmax, sum, mean at least
+
+
+@pytest.mark.parametrize("dynamic", DYNAMIC)
+def test_a_loss_with_dim_arithmetic_compiles_in_a_users_function_and_equals_the_eager_loss(
+    cfg: tl.CausalConfig, dynamic: str
+) -> None:
+    model = tl.nn.TokenEmbedding(cfg) >> tl.nn.LayerNorm(cfg) >> tl.nn.LMHead(cfg)
+
+    def step(windows: Tensor) -> Tensor:  # targets are (batch, seq+1): the checks evaluate seq+1 while traced
+        return tl.losses.next_token_cross_entropy(model(windows[:, :-1]), windows)
+
+    windows = torch.randint(0, cfg.vocab, (2, 9))
+    compiled = _compiled(step, dynamic)
+    torch.testing.assert_close(compiled(_input(windows.clone(), dynamic)), step(windows))
+    short = windows[:, :-2]  # another length: (2, 6) logits against (2, 7) windows
+    torch.testing.assert_close(compiled(_input(short.clone(), dynamic)), step(short))
+    expected = _eager_message(lambda w: tl.losses.next_token_cross_entropy(model(w[:, :-1]), w[:, :5]), windows)
+    with pytest.raises(tl.ShapeError) as traced:
+        _compiled(lambda w: tl.losses.next_token_cross_entropy(model(w[:, :-1]), w[:, :5]), dynamic)(
+            _input(windows.clone(), dynamic)
+        )
+    assert str(traced.value) == expected

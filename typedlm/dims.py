@@ -11,7 +11,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +197,18 @@ Bindings = dict[str, tuple[Any, str]]
 -> (its sizes, the argument)."""
 
 
+QUIET_TRIALS = [False]
+"""True while a union's alternatives are tried (`typedlm.checks.signature`): a failing one builds no message.
+Under TorchDynamo with dynamic shapes, formatting a symbolic size would specialize it, on a call that
+another alternative accepts."""
+
+
+def _quiet() -> ShapeError | None:
+    """A ShapeError without a message while `QUIET_TRIALS`, else None: ``raise _quiet() or ShapeError(f"...")``
+    formats the message only when it is needed."""
+    return ShapeError("") if QUIET_TRIALS[0] else None
+
+
 def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
     # formatted, not str(int(s)): TorchDynamo can format a symbolic size while it traces a failing check
     return "(" + ", ".join(f"{s}" for s in shape) + ")"
@@ -211,7 +223,8 @@ def _check_dim_syntax(dim: str, text: str) -> None:
     if dim == "..." or dim.isdigit() or name.isidentifier():
         return
     if not dim.startswith(("*", "#")) and _EXPRESSION.fullmatch(dim) and any(c.isalpha() for c in dim):
-        return  # arithmetic over dims, such as seq+1 or 3*d_model
+        _expression(dim)  # arithmetic over dims, such as seq+1 or 3*d_model: compiled once, now
+        return
     raise ShapeError(
         f'"{text}": the dim {dim!r} is not supported (a name, a size such as 3, ..., *name, #name, or an '
         "expression such as seq+1)"
@@ -223,20 +236,22 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
     shape = value.shape
     head = f"{where}: {arg} expected {spec.quoted}"
     if spec.dtypes is not None and value.dtype not in spec.dtypes:
-        raise ShapeError(f"{head} as {spec.kind} tensor, got dtype {value.dtype} with shape {_shape_text(shape)}")
+        raise _quiet() or ShapeError(
+            f"{head} as {spec.kind} tensor, got dtype {value.dtype} with shape {_shape_text(shape)}"
+        )
     dims = spec.dims
     variadic = next((i for i, d in enumerate(dims) if d == "..." or d.startswith("*")), None)
     if variadic is not None:
         before, after = dims[:variadic], dims[variadic + 1 :]
         if len(shape) < len(before) + len(after):
-            raise ShapeError(f"{head}, got {len(shape)} dims {_shape_text(shape)}")
+            raise _quiet() or ShapeError(f"{head}, got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(before, shape[: len(before)], strict=True))
         pairs += list(zip(after, shape[len(shape) - len(after) :], strict=True))
         if dims[variadic] != "...":  # *name: the same sizes wherever it appears in one call
             _bind_variadic(dims[variadic], tuple(shape[len(before) : len(shape) - len(after)]), head, arg, bindings)
     else:
         if len(shape) != len(dims):
-            raise ShapeError(f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}")
+            raise _quiet() or ShapeError(f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(dims, shape, strict=True))
     expressions: list[tuple[str, int]] = []
     for name, size in pairs:
@@ -246,7 +261,7 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
             name = name[1:]
         if name.isdigit():
             if size != int(name):
-                raise ShapeError(f"{head}: a dim of size {name}, got {size} in shape {_shape_text(shape)}")
+                raise _quiet() or ShapeError(f"{head}: a dim of size {name}, got {size} in shape {_shape_text(shape)}")
         elif not name.isidentifier():
             expressions.append((name, size))
         elif name.startswith("_"):
@@ -254,19 +269,19 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
         elif name in env.sizes:
             bound = env.sizes[name]
             if size != bound.size:
-                raise ShapeError(
+                raise _quiet() or ShapeError(
                     f"{head} with {name} = {bound.size} ({bound.source}), got {name} = {size} "
                     f"in shape {_shape_text(shape)}"
                 )
         elif name in bindings:
             seen, origin = bindings[name]
             if size != seen:
-                raise ShapeError(
+                raise _quiet() or ShapeError(
                     f"{head}: {name} = {seen} (fixed by {origin}), got {name} = {size} in shape {_shape_text(shape)}"
                 )
         else:
             if name == "seq" and env.max_seq is not None and size > env.max_seq.size:
-                raise ShapeError(
+                raise _quiet() or ShapeError(
                     f"{head}: seq = {size} exceeds {env.max_seq.source} = {env.max_seq.size} "
                     f"in shape {_shape_text(shape)}"
                 )
@@ -274,7 +289,7 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
     for text, size in expressions:
         expected = _evaluate(text, env, bindings, head)
         if size != expected:
-            raise ShapeError(f"{head}: {text} = {expected}, got {size} in shape {_shape_text(shape)}")
+            raise _quiet() or ShapeError(f"{head}: {text} = {expected}, got {size} in shape {_shape_text(shape)}")
 
 
 def _bind_variadic(token: str, sizes: tuple[int, ...], head: str, arg: str, variadics: Bindings) -> None:
@@ -284,16 +299,38 @@ def _bind_variadic(token: str, sizes: tuple[int, ...], head: str, arg: str, vari
     if seen is None:
         variadics[token] = (sizes, arg)
     elif seen[0] != sizes:
-        raise ShapeError(f"{head}: *{key} = {_shape_text(seen[0])} (fixed by {seen[1]}), got {_shape_text(sizes)}")
+        raise _quiet() or ShapeError(
+            f"{head}: *{key} = {_shape_text(seen[0])} (fixed by {seen[1]}), got {_shape_text(sizes)}"
+        )
 
 
-def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str) -> int:
-    """Value of a symbolic dim such as ``batch*seq`` from the sizes bound so far."""
-    names: dict[str, int] = {k: b.size for k, b in env.sizes.items()}
-    names.update({k: size for k, (size, _) in bindings.items() if isinstance(size, int)})
-    try:
-        # ``text`` is a dimension expression from an annotation, never user data.
-        value = eval(text, {"__builtins__": {}}, names)
-    except NameError as error:
-        raise ShapeError(f"{head}: cannot evaluate {text!r} ({error})") from None
-    return int(value)
+_EXPRESSIONS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {}
+"""Each dim expression read so far: the names it uses and a function of them computing it."""
+
+
+def _expression(text: str) -> tuple[tuple[str, ...], Callable[..., Any]]:
+    """The names ``text`` (such as ``seq+1``) uses and a function of them, compiled once when the annotation
+    is read: a call evaluates a plain function, which TorchDynamo can trace (it cannot trace ``eval``)."""
+    known = _EXPRESSIONS.get(text)
+    if known is None:
+        names = tuple(dict.fromkeys(re.findall(r"[A-Za-z_]\w*", text)))
+        # ``text`` is a dimension expression from an annotation (`_EXPRESSION`: names, digits, + - * / ( )).
+        function = eval(f"lambda {', '.join(names)}: {text}", {"__builtins__": {}})
+        known = _EXPRESSIONS[text] = (names, function)
+    return known
+
+
+def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str) -> Any:
+    """Value of a symbolic dim such as ``batch*seq`` from the sizes bound so far (an int, or a symbolic
+    size while TorchDynamo traces with dynamic shapes)."""
+    names, function = _expression(text)
+    values = []
+    for name in names:
+        if name in env.sizes:
+            values.append(env.sizes[name].size)
+        elif name in bindings and not isinstance(bindings[name][0], tuple):
+            values.append(bindings[name][0])
+        else:
+            raise _quiet() or ShapeError(f"{head}: cannot evaluate {text!r} (name {name!r} is not defined)")
+    value = function(*values)
+    return value if isinstance(value, torch.SymInt) else int(value)
