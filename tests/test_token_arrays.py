@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import typedlm as tl
+from typedlm.memmap import release_pages
 from typedlm.tokenizers import ByteTokenizer
 from typedlm.tokenizers.corpus_cache import cache_content, token_cache
 from typedlm.training import token_arrays
@@ -24,7 +25,6 @@ from typedlm.training.checkpoint import CheckpointError, find_checkpoint, load_c
 from typedlm.training.token_arrays import (
     check_token_array,
     full_token_fingerprint,
-    release_pages,
     token_fingerprint,
 )
 from typedlm.training.trainer import TrainConfig, train

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from typedlm.atomic import write_atomic
 from typedlm.errors import ConfigError, DataFileError
+from typedlm.memmap import release_pages
 from typedlm.tokenizers.base import Tokenizer
 from typedlm.tokenizers.pretokenize import SAFE_CUT, pretokenize
 from typedlm.tokenizers.projection import LocalVocab
@@ -170,6 +171,7 @@ def project_token_cache(cache: TokenCache, vocab: LocalVocab, *, chunk_tokens: i
     def build() -> Iterator[npt.NDArray[np.uint16]]:
         for start in range(0, len(cache.tokens), chunk_tokens):
             yield vocab.to_local(cache.tokens[start : start + chunk_tokens]).astype(np.uint16)
+            release_pages(cache.tokens)  # memory stays bounded: the read pages leave the process
 
     return _cached(cache_file, digest, vocab.size, build, verify=False)
 

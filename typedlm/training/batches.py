@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from typedlm import losses
 from typedlm.errors import ConfigError
-from typedlm.training.token_arrays import Tokens, full_token_fingerprint, release_pages, token_fingerprint
+from typedlm.memmap import release_pages
+from typedlm.training.token_arrays import Tokens, full_token_fingerprint, token_fingerprint
 
 TRAIN_STREAM = 0
 VAL_STREAM = 1

@@ -1,4 +1,4 @@
-"""A token array of any size read at constant memory and time: its id check, its fingerprint, its pages.
+"""A token array of any size read at constant memory and time: its id check and its fingerprint.
 
 A corpus's ids come as a 1-D numpy array, often a ``np.memmap`` of the token cache (or of nanoGPT's
 ``train.bin``) far larger than what a training step reads. Whatever reads all of it keeps its pages
@@ -10,21 +10,22 @@ start makes the start grow with the corpus. So:
 - `token_fingerprint` hashes an array whole only up to `FULL_HASH_BYTES`; a larger one is identified
   by its length, dtype, the cache's checksum of all its ids when it is a cache, and evenly spaced
   samples (`SAMPLED_BLOCKS` blocks), in constant time;
-- `release_pages` drops a read-only memmap's pages from the process after a batch is read (nanoGPT
-  re-opens its memmap every batch for the same reason): they stay in the OS page cache, and the next
-  read maps them again.
+- both release a memmap's pages (`typedlm.memmap.release_pages`) after every read, as the batch sampler
+  does after each batch (nanoGPT re-opens its memmap every batch for the same reason): one read of a
+  file just written can map megabytes (a large folio of the page cache), so a few hundred scattered
+  reads would otherwise map most of a corpus into the process.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from typedlm.errors import ShapeError
+from typedlm.memmap import release_pages
 from typedlm.tokenizers.corpus_cache import cache_content
 
 Tokens = npt.NDArray[np.integer[Any]]
@@ -36,15 +37,6 @@ SAMPLED_BLOCKS = 256
 """Blocks of `SAMPLED_BLOCK_IDS` ids a larger array's fingerprint reads."""
 SAMPLED_BLOCK_IDS = 1024
 _SCAN_BLOCK_IDS = 1 << 24
-
-
-def release_pages(tokens: Tokens) -> None:
-    """Unmap the pages of the read-only memmap behind ``tokens`` from this process (nothing for any
-    other array): the next read maps them again from the page cache, so resident memory stays flat."""
-    mapping = getattr(tokens, "_mmap", None)  # np.memmap's mapping, shared by its views
-    if isinstance(tokens, np.memmap) and tokens.mode == "r" and isinstance(mapping, mmap.mmap):
-        if hasattr(mmap, "MADV_DONTNEED"):
-            mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def check_token_array(tokens: object, vocab: int, name: str) -> None:
@@ -91,7 +83,7 @@ def token_fingerprint(*arrays: Tokens) -> str:
         last = max(len(tokens) - SAMPLED_BLOCK_IDS, 0)
         for start in np.linspace(0, last, SAMPLED_BLOCKS, dtype=np.int64).tolist():
             digest.update(np.ascontiguousarray(tokens[start : start + SAMPLED_BLOCK_IDS]).data)
-        release_pages(tokens)
+            release_pages(tokens)  # one read can map a whole large folio (MBs) of a freshly written file
     return "sampled:" + digest.hexdigest()
 
 
