@@ -34,13 +34,12 @@ from typedlm.training import (
     TrainingInterrupted,
     check_run_dir,
     find_checkpoint,
-    load_corpus,
     resolve_device,
     split_tokens,
     train,
 )
 from typedlm.training.batches import check_windows
-from typedlm.training.corpus import Corpus, CorpusError, CorpusFiles, find_corpus_files
+from typedlm.training.corpus import Corpus, CorpusFiles
 from typedlm.training.device import autocast_dtype
 from typedlm.training.distributed import destroy_process_group, dist_info_from_env
 from typedlm.training.flags import (
@@ -61,6 +60,7 @@ from typedlm.training.text_data import (
     DEFAULT_LOCAL_VOCAB,
     base_tokenizer,
     choose_local_vocab,
+    corpus_source,
     encode_text,
     prepare_text_data,
 )
@@ -135,13 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def data_source(args: argparse.Namespace, flag: str, path: Path | None) -> Corpus | CorpusFiles:
-    """The embedded corpus, the first --max-chars of it or of --data-file, or the files ``path`` names."""
-    if path is None or (args.max_chars is not None and flag == "--data-file"):
-        return load_corpus(path, allow_small=args.allow_small_data, max_chars=args.max_chars)
-    try:
-        return find_corpus_files(path, allow_small=args.allow_small_data or flag != "--data-file")
-    except CorpusError as e:
-        raise tl.ConfigError(f"{flag} {e}") from None
+    """The embedded corpus, the first --max-chars of it or of --data-file (a folder's too), or the files
+    ``path`` names; a --finetune-file may be small."""
+    training = flag == "--data-file"
+    return corpus_source(
+        path,
+        max_chars=args.max_chars if training else None,
+        allow_small=args.allow_small_data or not training,
+        flag=flag,
+    )
 
 
 def encode_prompt(tokenizer: Tokenizer, args: argparse.Namespace, prompt: str) -> list[int]:

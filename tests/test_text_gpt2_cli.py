@@ -212,3 +212,21 @@ def test_ctrl_c_exits_130_with_the_log_written_and_no_traceback(
     assert code == 130 and "Traceback" not in err
     assert "interrupted after step 2" in err and "continue with --resume" in err
     assert json.loads((tmp_path / "trainlog.json").read_text())["status"] == "interrupted"
+
+
+def test_max_chars_of_a_folder_trains_on_its_first_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    texts = [
+        f"Book {b}: " + "".join(f"line {i} of book {b}, to be or not to be.\n" for i in range(300)) for b in range(3)
+    ]
+    for b, text in enumerate(texts):
+        (books / f"b{b}.txt").write_text(text)
+    first = 20_000  # past the first file: the concatenation's first characters, not one file's
+    argv = [a for a in TINY if a not in ("--max-chars", "30000")]
+    argv += ["--max-chars", str(first), "--data-file", str(books), "--allow-small-data", "--out", str(tmp_path / "o")]
+    code, out, err = _main(argv, capsys)
+    assert code == 0, err
+    assert f"data: {books}, {first:,} characters" in out
