@@ -135,12 +135,15 @@ def test_a_checkpoint_without_widths_loads_with_the_configs(tmp_path: Path) -> N
     assert loaded.block_heads == (2, 2, 2)
     ids = _ids(1, 5)
     assert torch.equal(loaded(ids), model(ids))
+    other = tl.models.GPT2(CFG, block_heads=[2, 1, 2], block_ffn=[64, 64, 64])  # same weight shapes
+    with pytest.raises(CheckpointError, match=r"the blocks. heads are \[2, 2, 2\], but this GPT2 has"):
+        load_weights(other, path)  # such a checkpoint has the config's widths in every block
 
 
 def test_loading_into_a_model_of_other_widths_is_refused_even_with_equal_shapes(tmp_path: Path) -> None:
     path = _save(_model(), tmp_path)
     other = tl.models.GPT2(CFG, block_heads=[1, 4, 1], block_ffn=FFN)  # every weight has the same shape
-    with pytest.raises(CheckpointError, match=r"state.json: blocks.heads is \[2, 4, 1\], but this GPT2 has"):
+    with pytest.raises(CheckpointError, match=r"state.json: the blocks. heads are \[2, 4, 1\], but this GPT2 has"):
         load_weights(other, path)
 
 
@@ -161,7 +164,7 @@ def test_a_chain_from_the_constructors_records_and_checks_its_widths_too(tmp_pat
     assert json.loads((path / "state.json").read_text())["blocks"] == {"heads": HEADS, "ffn": FFN}
     other = tl.models.causal_transformer_indexed(CFG, block_heads=[1, 4, 1], block_ffn=FFN)
     with pytest.raises(
-        CheckpointError, match=r"blocks.heads is \[2, 4, 1\], but this Chain has block_heads=\[1, 4, 1\]"
+        CheckpointError, match=r"the blocks. heads are \[2, 4, 1\], but this Chain has block_heads=\[1, 4, 1\]"
     ):
         load_weights(other, path)
 

@@ -2,9 +2,12 @@
 like a layer's when its class is created; every name an argument binds, ``batch``/``seq``, declared
 ``free_dims`` and ``_``-prefixed names are known, and still checked on calls."""
 
+import re
+import threading
+
 import pytest
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 import typedlm as tl
@@ -79,3 +82,44 @@ def test_a_result_dim_bound_by_an_argument_is_still_checked() -> None:
 def test_free_dims_must_be_dim_names(free_dims: object) -> None:
     with pytest.raises(tl.ConfigError, match=r"checked\(free_dims=.*\): must be a tuple of dim names"):
         tl.checked(free_dims=free_dims)  # type: ignore[call-overload]  # the point: a wrong value at runtime
+
+
+@pytest.mark.parametrize("bad", ["seq+", "(seq", "2seq", "seq()", "seq(1)"])
+def test_a_malformed_dim_expression_is_refused_at_decoration(bad: str) -> None:
+    with pytest.raises(tl.ShapeError, match=rf"the dim '{re.escape(bad)}' is not supported"):
+
+        @tl.checked
+        def f(x: Float[Tensor, f"batch {bad}"]) -> Float[Tensor, " batch"]:
+            return x.sum(-1)
+
+
+def test_checks_in_other_threads_keep_their_messages_while_a_union_is_tried() -> None:
+    @tl.checked
+    def either(ids: Int[Tensor, "batch 1"] | Int[Tensor, "batch seq"]) -> Tensor:
+        return ids  # a wider ids fails the first alternative (quietly), then matches the second
+
+    @tl.checked
+    def strict(x: Float[Tensor, "batch 3"]) -> Tensor:
+        return x
+
+    stop = threading.Event()
+
+    def tries_unions() -> None:
+        size = 1
+        while not stop.is_set():
+            size = size % 50 + 1  # a new size each call: no remembered signature skips the check
+            either(torch.zeros(1, size + 1, dtype=torch.long))
+
+    other = threading.Thread(target=tries_unions)
+    other.start()
+    try:
+        empty = 0
+        for _ in range(3000):
+            try:
+                strict(torch.zeros(2, 4))
+            except tl.ShapeError as error:
+                empty += not str(error)
+    finally:
+        stop.set()
+        other.join()
+    assert empty == 0

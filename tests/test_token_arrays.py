@@ -153,3 +153,47 @@ def test_a_checkpoint_hashed_whole_resumes_under_the_sampled_fingerprint_and_oth
         train(
             tl.models.GPT2(CFG), CFG, other_train, other_val, dataclasses.replace(TC, steps=6), out_dir=out, resume=True
         )
+
+
+def test_only_the_caches_own_map_of_its_ids_is_vouched_for_by_its_header(tmp_path: Path) -> None:
+    tokens = _cache(tmp_path)
+    path = str(getattr(tokens, "filename"))  # noqa: B009 (np.memmap's attribute; the array type lacks it)
+    vocab = ByteTokenizer().vocab_size
+    whole_file = np.memmap(path, dtype=np.uint16, mode="r")  # nanoGPT-style: the header read as ids
+    with_trailer = np.memmap(path, dtype=np.uint16, mode="r", offset=128)  # the per-id counts read as ids
+    writable = np.memmap(path, dtype=np.uint16, mode="r+", offset=128, shape=tokens.shape)
+    for other in (whole_file, with_trailer, writable):
+        assert cache_content(other) is None
+    assert cache_content(tokens[5:50]) is not None and cache_content(tokens[::2]) is not None
+    with pytest.raises(tl.ShapeError, match="outside the model's vocabulary"):
+        check_token_array(whole_file, vocab, "train_tokens")  # scanned, so the header's bytes are found
+    del writable
+
+
+def test_the_out_of_vocabulary_message_asks_for_the_largest_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(token_arrays, "_SCAN_BLOCK_IDS", 100)
+    ids = np.zeros(1000, dtype=np.int64)
+    ids[10], ids[500] = 300, 5000
+    with pytest.raises(tl.ShapeError, match=r"t\[10\] is token id 300, .* vocab >= 5001"):
+        check_token_array(ids, 256, "t")
+
+
+def test_resuming_different_data_under_a_sampled_fingerprint_reads_no_full_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(token_arrays, "FULL_HASH_BYTES", 0)
+    train_ids, val_ids = split_tokens(_cache(tmp_path), 0.1)
+    out = tmp_path / "run"
+    train(tl.models.GPT2(CFG), CFG, train_ids, val_ids, dataclasses.replace(TC, steps=2), out_dir=out)
+    full_reads: list[int] = []
+
+    def full_fingerprint(self: TokenWindows) -> str:
+        full_reads.append(1)
+        return ""
+
+    monkeypatch.setattr(TokenWindows, "full_fingerprint", full_fingerprint)
+    edited = np.array(train_ids)
+    edited[7] += 1
+    with pytest.raises(CheckpointError, match="data_hash was 'sampled:"):
+        train(tl.models.GPT2(CFG), CFG, edited, val_ids, dataclasses.replace(TC, steps=3), out_dir=out, resume=True)
+    assert full_reads == []  # the checkpoint's hash is a sampled one: reading every id could not match it

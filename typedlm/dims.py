@@ -197,16 +197,11 @@ Bindings = dict[str, tuple[Any, str]]
 -> (its sizes, the argument)."""
 
 
-QUIET_TRIALS = [False]
-"""True while a union's alternatives are tried (`typedlm.checks.signature`): a failing one builds no message.
-Under TorchDynamo with dynamic shapes, formatting a symbolic size would specialize it, on a call that
-another alternative accepts."""
-
-
-def _quiet() -> ShapeError | None:
-    """A ShapeError without a message while `QUIET_TRIALS`, else None: ``raise _quiet() or ShapeError(f"...")``
-    formats the message only when it is needed."""
-    return ShapeError("") if QUIET_TRIALS[0] else None
+def _quiet(quiet: bool) -> ShapeError | None:
+    """A ShapeError without a message when ``quiet``, else None: ``raise _quiet(quiet) or ShapeError(f"...")``
+    builds the message only when it is needed. A union's alternatives are tried quietly: under TorchDynamo
+    with dynamic shapes, formatting a symbolic size would specialize it, on a call another alternative accepts."""
+    return ShapeError("") if quiet else None
 
 
 def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
@@ -214,7 +209,19 @@ def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
     return "(" + ", ".join(f"{s}" for s in shape) + ")"
 
 
-_EXPRESSION = re.compile(r"[\w\s+\-*/()]+")
+_EXPRESSION = re.compile(r"[\w+\-*/()]+")
+_CALL = re.compile(r"\w\s*\(")  # seq(...) is a call, not arithmetic
+
+
+def _is_arithmetic(dim: str) -> bool:
+    """Whether ``dim`` is arithmetic over dim names (``seq+1``, ``3*d_model``); compiles it (`_expression`)."""
+    if not _EXPRESSION.fullmatch(dim) or _CALL.search(dim) or not any(c.isalpha() for c in dim):
+        return False
+    try:
+        _expression(dim)
+    except SyntaxError:  # seq+, (seq, 2seq
+        return False
+    return True
 
 
 def _check_dim_syntax(dim: str, text: str) -> None:
@@ -222,21 +229,23 @@ def _check_dim_syntax(dim: str, text: str) -> None:
     name = dim.removeprefix("*").removeprefix("#")
     if dim == "..." or dim.isdigit() or name.isidentifier():
         return
-    if not dim.startswith(("*", "#")) and _EXPRESSION.fullmatch(dim) and any(c.isalpha() for c in dim):
-        _expression(dim)  # arithmetic over dims, such as seq+1 or 3*d_model: compiled once, now
-        return
+    if not dim.startswith(("*", "#")) and _is_arithmetic(dim):
+        return  # arithmetic over dims, such as seq+1 or 3*d_model: compiled once, now
     raise ShapeError(
         f'"{text}": the dim {dim!r} is not supported (a name, a size such as 3, ..., *name, #name, or an '
         "expression such as seq+1)"
     )
 
 
-def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings) -> None:
-    """Check one tensor against ``spec``; bind its free dims into ``bindings``. Raise ShapeError on mismatch."""
+def match_tensor(
+    spec: TensorSpec, value: Tensor, arg: str, where: str, env: DimEnv, bindings: Bindings, quiet: bool = False
+) -> None:
+    """Check one tensor against ``spec``; bind its free dims into ``bindings``. Raise ShapeError on mismatch
+    (without a message if ``quiet``)."""
     shape = value.shape
     head = f"{where}: {arg} expected {spec.quoted}"
     if spec.dtypes is not None and value.dtype not in spec.dtypes:
-        raise _quiet() or ShapeError(
+        raise _quiet(quiet) or ShapeError(
             f"{head} as {spec.kind} tensor, got dtype {value.dtype} with shape {_shape_text(shape)}"
         )
     dims = spec.dims
@@ -244,14 +253,16 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
     if variadic is not None:
         before, after = dims[:variadic], dims[variadic + 1 :]
         if len(shape) < len(before) + len(after):
-            raise _quiet() or ShapeError(f"{head}, got {len(shape)} dims {_shape_text(shape)}")
+            raise _quiet(quiet) or ShapeError(f"{head}, got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(before, shape[: len(before)], strict=True))
         pairs += list(zip(after, shape[len(shape) - len(after) :], strict=True))
         if dims[variadic] != "...":  # *name: the same sizes wherever it appears in one call
-            _bind_variadic(dims[variadic], tuple(shape[len(before) : len(shape) - len(after)]), head, arg, bindings)
+            _bind_variadic(
+                dims[variadic], tuple(shape[len(before) : len(shape) - len(after)]), head, arg, bindings, quiet
+            )
     else:
         if len(shape) != len(dims):
-            raise _quiet() or ShapeError(f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}")
+            raise _quiet(quiet) or ShapeError(f"{head} ({len(dims)} dims), got {len(shape)} dims {_shape_text(shape)}")
         pairs = list(zip(dims, shape, strict=True))
     expressions: list[tuple[str, int]] = []
     for name, size in pairs:
@@ -261,7 +272,9 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
             name = name[1:]
         if name.isdigit():
             if size != int(name):
-                raise _quiet() or ShapeError(f"{head}: a dim of size {name}, got {size} in shape {_shape_text(shape)}")
+                raise _quiet(quiet) or ShapeError(
+                    f"{head}: a dim of size {name}, got {size} in shape {_shape_text(shape)}"
+                )
         elif not name.isidentifier():
             expressions.append((name, size))
         elif name.startswith("_"):
@@ -269,37 +282,37 @@ def match_tensor(spec: TensorSpec, value: Tensor, arg: str, where: str, env: Dim
         elif name in env.sizes:
             bound = env.sizes[name]
             if size != bound.size:
-                raise _quiet() or ShapeError(
+                raise _quiet(quiet) or ShapeError(
                     f"{head} with {name} = {bound.size} ({bound.source}), got {name} = {size} "
                     f"in shape {_shape_text(shape)}"
                 )
         elif name in bindings:
             seen, origin = bindings[name]
             if size != seen:
-                raise _quiet() or ShapeError(
+                raise _quiet(quiet) or ShapeError(
                     f"{head}: {name} = {seen} (fixed by {origin}), got {name} = {size} in shape {_shape_text(shape)}"
                 )
         else:
             if name == "seq" and env.max_seq is not None and size > env.max_seq.size:
-                raise _quiet() or ShapeError(
+                raise _quiet(quiet) or ShapeError(
                     f"{head}: seq = {size} exceeds {env.max_seq.source} = {env.max_seq.size} "
                     f"in shape {_shape_text(shape)}"
                 )
             bindings[name] = (size, arg)
     for text, size in expressions:
-        expected = _evaluate(text, env, bindings, head)
+        expected = _evaluate(text, env, bindings, head, quiet)
         if size != expected:
-            raise _quiet() or ShapeError(f"{head}: {text} = {expected}, got {size} in shape {_shape_text(shape)}")
+            raise _quiet(quiet) or ShapeError(f"{head}: {text} = {expected}, got {size} in shape {_shape_text(shape)}")
 
 
-def _bind_variadic(token: str, sizes: tuple[int, ...], head: str, arg: str, variadics: Bindings) -> None:
+def _bind_variadic(token: str, sizes: tuple[int, ...], head: str, arg: str, variadics: Bindings, quiet: bool) -> None:
     """``*name`` covers ``sizes`` here; one seen before in the call must cover the same sizes."""
     key = token.lstrip("*#")
     seen = variadics.get(token)
     if seen is None:
         variadics[token] = (sizes, arg)
     elif seen[0] != sizes:
-        raise _quiet() or ShapeError(
+        raise _quiet(quiet) or ShapeError(
             f"{head}: *{key} = {_shape_text(seen[0])} (fixed by {seen[1]}), got {_shape_text(sizes)}"
         )
 
@@ -320,7 +333,7 @@ def _expression(text: str) -> tuple[tuple[str, ...], Callable[..., Any]]:
     return known
 
 
-def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str) -> Any:
+def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str, quiet: bool = False) -> Any:
     """Value of a symbolic dim such as ``batch*seq`` from the sizes bound so far (an int, or a symbolic
     size while TorchDynamo traces with dynamic shapes)."""
     names, function = _expression(text)
@@ -331,6 +344,6 @@ def _evaluate(text: str, env: DimEnv, bindings: Bindings, head: str) -> Any:
         elif name in bindings and not isinstance(bindings[name][0], tuple):
             values.append(bindings[name][0])
         else:
-            raise _quiet() or ShapeError(f"{head}: cannot evaluate {text!r} (name {name!r} is not defined)")
+            raise _quiet(quiet) or ShapeError(f"{head}: cannot evaluate {text!r} (name {name!r} is not defined)")
     value = function(*values)
     return value if isinstance(value, torch.SymInt) else int(value)

@@ -14,7 +14,7 @@ from typing import Any
 from jaxtyping import jaxtyped
 from torch import Tensor
 
-from typedlm.dims import QUIET_TRIALS, Bindings, DimEnv, TensorSpec, match_tensor, specs_of
+from typedlm.dims import Bindings, DimEnv, TensorSpec, match_tensor, specs_of
 from typedlm.errors import ShapeError
 
 _EMPTY: Any = inspect.Parameter.empty
@@ -85,18 +85,14 @@ def _match_any(
     if len(specs) == 1:
         match_tensor(specs[0], value, arg, where, env, bindings)
         return
-    QUIET_TRIALS[0] = True  # first, which alternative matches, with no messages
-    try:
-        for spec in specs:
-            trial = dict(bindings)
-            try:
-                match_tensor(spec, value, arg, where, env, trial)
-            except ShapeError:
-                continue
-            bindings.update(trial)
-            return
-    finally:
-        QUIET_TRIALS[0] = False
+    for spec in specs:  # first, which alternative matches, building no messages
+        trial = dict(bindings)
+        try:
+            match_tensor(spec, value, arg, where, env, trial, quiet=True)
+        except ShapeError:
+            continue
+        bindings.update(trial)
+        return
     errors: list[ShapeError] = []  # none: the messages
     for spec in specs:
         try:

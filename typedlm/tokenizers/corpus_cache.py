@@ -619,17 +619,28 @@ class CacheContent:
 
 
 def cache_content(tokens: npt.NDArray[np.integer[Any]]) -> CacheContent | None:
-    """The header of the token cache ``tokens`` is mapped from (the whole of it, or a view such as a
-    train/val split), or None for any other array. Reads 128 bytes: constant time whatever the corpus."""
-    path = getattr(tokens, "filename", None)
-    if not isinstance(tokens, np.memmap) or tokens.dtype != np.uint16 or not isinstance(path, (str, os.PathLike)):
+    """What the header of the token cache ``tokens`` is read from says (``tokens``: the ids as `token_cache`
+    maps them, or a view of them such as a train/val split), or None for any other array — another map of
+    the file (its header read as ids, say), a writable one, a copy. Reads 128 bytes of the mapping itself
+    (a file replaced meanwhile does not count): constant time whatever the corpus."""
+    mapping = getattr(tokens, "_mmap", None)  # np.memmap's mapping, shared by its views
+    if not (
+        isinstance(tokens, np.memmap)
+        and isinstance(mapping, mmap.mmap)
+        and tokens.mode == "r"
+        and tokens.dtype == np.uint16
+        and tokens.offset == HEADER_BYTES  # so the mapping starts at the file's first byte
+        and len(mapping) >= HEADER_BYTES
+    ):
         return None
-    try:
-        with open(path, "rb") as file:
-            magic, _, vocab_size, _, checksum = _HEADER.unpack(file.read(_HEADER.size))
-    except (OSError, struct.error):
+    magic, count, vocab_size, _, checksum = _HEADER.unpack(mapping[: _HEADER.size])
+    first = np.frombuffer(mapping, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    start = tokens.__array_interface__["data"][0] - first  # where the ids lie in the file
+    reach = (len(tokens) - 1) * tokens.strides[0] if tokens.ndim == 1 and len(tokens) else 0
+    low, high = start + min(reach, 0), start + max(reach, 0) + 2
+    if magic != MAGIC or tokens.ndim != 1 or low < HEADER_BYTES or high > HEADER_BYTES + 2 * count:
         return None
-    return CacheContent(vocab_size, checksum) if magic == MAGIC else None
+    return CacheContent(vocab_size, checksum)
 
 
 def _open_cache(cache_file: Path, key: bytes) -> TokenCache:

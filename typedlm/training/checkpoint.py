@@ -276,13 +276,18 @@ def _blocks_of(model: nn.Module) -> dict[str, Any]:
 def _check_blocks(model: nn.Module, state: dict[str, Any], file: Path) -> None:
     """A model loading a checkpoint that records block widths must have those widths (a head count can
     differ with every weight shape the same, so `_check_fits` would not see it)."""
-    recorded, body = state.get("blocks"), _body(model)
-    if recorded is None or body is None:
+    recorded, body, config = state.get("blocks"), _body(model), state.get("config")
+    if body is None:
         return
+    if recorded is None:  # written before per-block widths: every block has the config's
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), int):
+            return
+        layers = config["layers"]
+        recorded = {"heads": [config.get("heads")] * layers, "ffn": [config.get("ffn_hidden")] * layers}
     for name, own in (("heads", body.block_heads), ("ffn", body.block_ffn)):
         if list(own) != recorded[name]:
             raise CheckpointError(
-                f"{file}: blocks.{name} is {recorded[name]}, but this {type(model).__name__} has block_{name}="
+                f"{file}: the blocks' {name} are {recorded[name]}, but this {type(model).__name__} has block_{name}="
                 f"{list(own)}: build it with block_{name}={recorded[name]}, or use load_gpt2_checkpoint"
             )
 

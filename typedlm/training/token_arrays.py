@@ -61,6 +61,9 @@ def check_token_array(tokens: object, vocab: int, name: str) -> None:
         release_pages(tokens)
         if low < 0 or high >= vocab:
             index = start + int(np.argmax((block < 0) | (block >= vocab)))
+            for later in range(start + _SCAN_BLOCK_IDS, len(tokens), _SCAN_BLOCK_IDS):  # the largest id of all
+                high = max(high, int(tokens[later : later + _SCAN_BLOCK_IDS].max()))
+                release_pages(tokens)
             raise ShapeError(
                 f"train(): {name}[{index}] is token id {int(tokens[index])}, outside the model's vocabulary "
                 f"0..{vocab - 1} (CausalConfig.vocab={vocab}): build the model with vocab >= {high + 1}, or "

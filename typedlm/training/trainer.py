@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import signal
 import threading
 import time
@@ -631,14 +632,15 @@ def _resume(
                 f"{where}: train.{name} was {state['train'].get(name)!r}, this run has {getattr(tc, name)!r}; "
                 "resume with the same settings (or start a new --out)"
             )
-    data_hash = _data_hash_as_written(state.get("data_hash"), data_hash, batches)
-    checks = (("world_size", info.world_size), ("tokenizer_hash", tokenizer_hash), ("data_hash", data_hash))
+    written_as = _data_hash_as_written(state.get("data_hash"), data_hash, batches)
+    checks = (("world_size", info.world_size), ("tokenizer_hash", tokenizer_hash), ("data_hash", written_as))
     for name, value in checks:
         if state.get(name) != value:
             raise CheckpointError(f"{where}: {name} was {state.get(name)!r}, this run has {value!r}")
     load_weights(model, path)
     restore_optimizer(optimizer, ckpt)
     log = TrainLog.from_dict(state["log"], f"{path / 'state.json'}: log")
+    log.data["data_hash"] = data_hash  # as the checkpoints from now on record it
     if tc.steps != state["train"].get("steps"):  # extended (or shortened, above the step reached)
         log.extensions.append(ExtensionRecord(ckpt.step, state["train"].get("steps"), tc.steps))
         log.train = tc.to_dict()
@@ -649,8 +651,9 @@ def _data_hash_as_written(written: object, data_hash: str, batches: BatchSource[
     """``data_hash``, or the sha256 of every id when that is what the checkpoint has: token windows
     above `typedlm.training.token_arrays.FULL_HASH_BYTES` were hashed whole before sampled fingerprints
     (so the ids are read once, to resume such a checkpoint)."""
-    if written != data_hash and data_hash.startswith("sampled:") and isinstance(batches, TokenWindows):
-        full = batches.full_fingerprint()
+    whole = isinstance(written, str) and re.fullmatch(r"[0-9a-f]{64}", written) is not None
+    if whole and written != data_hash and data_hash.startswith("sampled:") and isinstance(batches, TokenWindows):
+        full = batches.full_fingerprint()  # only for such a checkpoint: different data is refused without it
         if full == written:
             return full
     return data_hash
