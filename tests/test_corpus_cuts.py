@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from typedlm.tokenizers import GPT2BPE, gpt2_files
+from typedlm.tokenizers import GPT2BPE, ByteTokenizer, CharTokenizer, LocalTokenizer, LocalVocab, Tokenizer, gpt2_files
 from typedlm.tokenizers import corpus_cache as cc
 from typedlm.tokenizers.byte_level import CHAR_TO_BYTE
 from typedlm.tokenizers.pretokenize import GPT2_PATTERN, SAFE_CUT, WHITESPACE
@@ -133,3 +133,107 @@ def test_no_cut_falls_inside_a_special_token() -> None:
     inside = {at + k for at in range(len(data)) if data.startswith(b"<|end of text|>", at) for k in range(1, 15)}
     assert len(cuts) > 50 and not cuts & inside
     assert {start for start, _ in cc.chunk_spans(data, 3)} & inside  # without the special, cuts fall inside
+
+
+# --- several files: a cut in the first bytes of a later file (issue 12) ------------------------------
+
+SHORT_STARTS = ["abcdefgh", "I am here. x y\n", "The cat sat.\n", "a", "I", " b", "\n", "The end", "é é\n", "中 文"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5])
+def test_later_files_starting_with_short_words_are_cut_as_one_text(tmp_path: Path, chunk_bytes: int) -> None:
+    names = []
+    for k, text in enumerate(SHORT_STARTS):
+        names.append(tmp_path / f"{k}.txt")
+        names[-1].write_text(text, encoding="utf-8", newline="")
+    whole = "".join(SHORT_STARTS)
+    for specials in (set(), {EOT}):
+        spans = cc.corpus_spans(names, chunk_bytes, specials)
+        assert "".join(names[i].read_bytes()[s:e].decode() for span in spans for i, s, e in span) == whole
+        assert len(spans) > len(whole.encode()) // (2 * chunk_bytes + 4)  # cut often, files included
+    ids = cc.encode_corpus(names, GPT2, cache_dir=tmp_path / "cache", workers=1, chunk_bytes=chunk_bytes,
+                           progress=False)  # fmt: skip
+    assert ids.tolist() == TIKTOKEN.encode(whole, allowed_special="all")
+
+
+def test_many_small_files_with_small_chunks_give_the_ids_of_the_concatenation(tmp_path: Path) -> None:
+    words = ["The", "I", "am", "a", "cat", "sat.", "Я", "中文", "it's", "42", EOT, "\n", " "]
+    names = []
+    for k in range(300):
+        text = " ".join(words[(k * 7 + j * 3) % len(words)] for j in range(k % 9)) + ("\n" if k % 3 else "")
+        names.append(tmp_path / f"{k:03}.txt")
+        names[-1].write_text(text, encoding="utf-8", newline="")
+    whole = "".join(p.read_text(encoding="utf-8") for p in names)
+    ids = cc.encode_corpus(names, GPT2, cache_dir=tmp_path / "cache", workers=2, chunk_bytes=16, progress=False)
+    assert ids.tolist() == TIKTOKEN.encode(whole, allowed_special="all")
+    byte_ids = cc.encode_corpus(names, ByteTokenizer(), cache_dir=tmp_path / "cache", chunk_bytes=3, progress=False)
+    assert byte_ids.tolist() == list(whole.encode())
+
+
+# --- where a corpus may be cut depends on the tokenizer (cut_rule) -----------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(ALPHABET), max_size=40).map("".join), st.data())
+def test_byte_and_char_tokenizers_encode_each_character_alone(text: str, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(text)))
+    chars = CharTokenizer.from_text(text + "x")
+    for tokenizer in (ByteTokenizer(), chars):
+        assert tokenizer.encode(text[:cut]) + tokenizer.encode(text[cut:]) == tokenizer.encode(text)
+
+
+def test_the_cut_rule_of_each_tokenizer() -> None:
+    byte_local = LocalTokenizer(ByteTokenizer(), LocalVocab.first_seen(b"ab", 256))
+    gpt2_local = LocalTokenizer(GPT2, LocalVocab.first_seen(GPT2.encode("ab"), GPT2.vocab_size))
+    assert cc.cut_rule(ByteTokenizer()) == cc.cut_rule(CharTokenizer("ab")) == cc.cut_rule(byte_local) == "anywhere"
+    assert cc.cut_rule(GPT2) == cc.cut_rule(gpt2_local) == "pieces"
+    assert cc.cut_rule(DistanceToEnd()) == "nowhere"
+
+
+def test_byte_and_char_tokenizers_are_cut_without_a_warning(tmp_path: Path) -> None:
+    text = "中文日本語" * 4000  # one GPT-2 pre-token of 60,000 bytes
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    spans = cc.chunk_spans(path.read_bytes(), 1000, rule="anywhere")
+    assert len(spans) >= 59 and max(end - start for start, end in spans) <= 1003
+    chars = CharTokenizer.from_text(text)
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("error")
+        patch.setattr(cc, "_WINDOW_MIN", 2000)  # GPT-2's cuts would warn here (see the test above)
+        byte_ids = cc.encode_corpus(path, ByteTokenizer(), cache_dir=tmp_path / "c", chunk_bytes=1000, progress=False)
+        char_ids = cc.encode_corpus(path, chars, cache_dir=tmp_path / "c", chunk_bytes=1000, progress=False)
+    assert byte_ids.tolist() == list(text.encode())
+    assert char_ids.tolist() == [chars.alphabet.index(char) for char in text]
+
+
+class DistanceToEnd:
+    """A tokenizer the cache does not know, whose ids change wherever the text is cut: each character's
+    id is its distance to the end of the text (mod 256)."""
+
+    vocab_size = 256
+    eot_token = None
+    special_tokens: frozenset[str] = frozenset()
+    fingerprint = "distance-to-end"
+
+    def encode(self, text: str, *, allowed_special: object = (), disallowed_special: object = ()) -> list[int]:
+        return self.encode_ordinary(text)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [(len(text) - 1 - k) % 256 for k in range(len(text))]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        raise NotImplementedError
+
+
+def test_a_tokenizer_the_cache_does_not_know_is_given_the_whole_corpus(tmp_path: Path) -> None:
+    names = [tmp_path / f"{k}.txt" for k in range(3)]
+    for k, path in enumerate(names):
+        path.write_text(f"file {k} says: the quick brown fox\n" * 5, encoding="utf-8")
+    whole = "".join(p.read_text(encoding="utf-8") for p in names)
+    tokenizer = DistanceToEnd()
+    assert isinstance(tokenizer, Tokenizer)
+    ids = cc.encode_corpus(names, tokenizer, cache_dir=tmp_path / "cache", chunk_bytes=4, progress=False)
+    assert ids.tolist() == tokenizer.encode(whole)

@@ -10,6 +10,7 @@ import builtins
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,16 +23,19 @@ import pytest
 import tiktoken
 import torch
 
+from typedlm.errors import DataFileError
 from typedlm.tokenizers import GPT2BPE, ByteTokenizer, CharTokenizer, LocalTokenizer, gpt2_files
 from typedlm.tokenizers import corpus_cache as cc
 from typedlm.tokenizers.byte_level import CHAR_TO_BYTE
 from typedlm.tokenizers.pretokenize import GPT2_PATTERN
 from typedlm.training import split_tokens
-from typedlm.training.corpus import CorpusError, find_corpus_files, load_corpus
+from typedlm.training.corpus import Corpus, CorpusError, find_corpus_files, load_corpus
 from typedlm.training.text_data import (
     DEFAULT_LOCAL_VOCAB,
+    _first_chars,
     choose_local_vocab,
     corpus_alphabet,
+    corpus_source,
     encode_text,
     prepare_text_data,
 )
@@ -85,6 +89,28 @@ def test_a_folder_and_a_glob_give_the_ids_of_the_concatenated_files(tmp_path: Pa
     assert encode_text(pattern, GPT2, cache_dir=tmp_path / "c2").tolist() == expected
     spans = cc.corpus_spans(folder.files, 7)
     assert len(spans) > 20 and any(len({i for i, _, _ in span}) > 1 for span in spans)  # cuts inside and across files
+
+
+def test_max_chars_over_a_folder_reads_whole_characters_and_refuses_what_the_cache_refuses(tmp_path: Path) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    texts = ["Привет, мир\n" * 3, "中文 😀 é\n" * 3]
+    for k, text in enumerate(texts):
+        (books / f"{k}.txt").write_text(text, encoding="utf-8")
+    whole = "".join(texts)
+    for max_chars in (1, 20, len(texts[0]) + 5, 10**6):
+        source = corpus_source(books, max_chars=max_chars, allow_small=True)
+        assert isinstance(source, Corpus) and source.text == whole[:max_chars]
+    files = find_corpus_files(books, allow_small=True)
+    assert _first_chars(files, 50, block=3) == whole[:50]  # blocks end inside characters
+    (books / "2.txt").write_bytes(b"ok line\n" * 20 + "é".encode()[:1])  # ends inside a character
+    with pytest.raises(DataFileError, match=re.escape(f"{books / '2.txt'}:21: not valid UTF-8 (byte offset 160)")):
+        corpus_source(books, max_chars=10**6, allow_small=True)
+    with pytest.raises(DataFileError, match=r"2\.txt:21: not valid UTF-8"):
+        cc.token_cache(find_corpus_files(books, allow_small=True).files, ByteTokenizer(), cache_dir=tmp_path / "c",
+                       progress=False)  # fmt: skip
+    prefix = corpus_source(books, max_chars=len(whole) + 5, allow_small=True)  # the end is not read
+    assert isinstance(prefix, Corpus) and prefix.text == whole + "ok li"
 
 
 def test_corpus_files_refusals_name_the_path(tmp_path: Path) -> None:

@@ -21,8 +21,12 @@ class Tokenizer(Protocol):
     - ``eot_token`` is the end-of-text id that separates documents, or None if there is none
       (`ByteTokenizer`, `CharTokenizer`).
     - ``fingerprint`` is a hex digest that changes whenever the ids would; caches key on it.
-    - Cutting text between a printable ASCII character and a following space or newline never changes
-      the ids: ``encode(a + b) == encode(a) + encode(b)``. Corpus encoding relies on this.
+    - The token cache (`typedlm.tokenizers.corpus_cache`) encodes a corpus in chunks only where
+      ``encode(a + b) == encode(a) + encode(b)`` for the tokenizers it knows (`cut_rule`): between any
+      two characters for `ByteTokenizer` and `CharTokenizer`; where GPT-2's pre-tokenizer cuts for
+      `GPT2BPE` (after a non-whitespace character followed by a space or newline, else at a piece
+      boundary); as its base for a `LocalTokenizer`. Any other tokenizer (another pre-tokenizer) is
+      given each corpus as one text: its ids are exact, but the whole text is held in memory.
     """
 
     @property

@@ -7,8 +7,13 @@ encoding the whole text in one go: a non-whitespace character before a space or 
 (a text with no spaces), a piece boundary found by running the pre-tokenizer over a window of text;
 only a single pre-token longer than that window is cut inside, with a warning. Worker processes
 encode the chunks; the parent writes them, in order, to a temporary file renamed into place when
-complete. Memory stays bounded
-whatever the corpus size: no process holds more than a few chunks of text or ids.
+complete. Memory stays bounded whatever the corpus size (for a tokenizer `cut_rule` knows): no process
+holds more than a few chunks of text or ids.
+
+How a corpus is cut depends on the tokenizer (`cut_rule`): the search above is for GPT-2's
+pre-tokenizer (`GPT2BPE`); byte and character tokenizers are cut every ``chunk_bytes`` (between two
+characters); a tokenizer the cache does not know is given the whole corpus as one text (exact, but
+held in memory whole).
 
 A cache is written once per corpus and tokenizer: a process that finds it missing takes a lock on
 the cache folder, so other processes (the other ranks of a ``torchrun`` job) wait and then map the
@@ -49,8 +54,11 @@ from typedlm.atomic import write_atomic
 from typedlm.errors import ConfigError, DataFileError
 from typedlm.memmap import release_pages
 from typedlm.tokenizers.base import Tokenizer
+from typedlm.tokenizers.bpe import GPT2BPE
+from typedlm.tokenizers.bytes import ByteTokenizer
+from typedlm.tokenizers.chars import CharTokenizer
 from typedlm.tokenizers.pretokenize import SAFE_CUT, pretokenize
-from typedlm.tokenizers.projection import LocalVocab
+from typedlm.tokenizers.projection import LocalTokenizer, LocalVocab
 from typedlm.tokenizers.special import alternation
 
 if sys.platform != "win32":
@@ -69,6 +77,8 @@ Segment = tuple[int, int, int]
 """``(file index, start byte, end byte)``: a piece of one file."""
 Span = tuple[Segment, ...]
 """A chunk of the corpus: consecutive segments (the end of one file, the start of the next)."""
+CutRule = Literal["anywhere", "pieces", "nowhere"]
+"""Where a corpus may be cut without changing its ids (see `cut_rule`)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,7 @@ def token_cache(
     def build() -> Iterator[npt.NDArray[np.uint16]]:
         _check_utf8(sources)
         specials = tokenizer.special_tokens if allowed == "all" else tokenizer.special_tokens & allowed
-        spans = corpus_spans(sources, chunk_bytes, specials)
+        spans = corpus_spans(sources, chunk_bytes, specials, cut_rule(tokenizer))
         yield from _encoded_spans(sources, label, tokenizer, allowed, spans, workers, progress)
 
     return _cached(cache_file, key, tokenizer.vocab_size, build, verify)
@@ -176,24 +186,62 @@ def project_token_cache(cache: TokenCache, vocab: LocalVocab, *, chunk_tokens: i
     return _cached(cache_file, digest, vocab.size, build, verify=False)
 
 
-def corpus_spans(sources: Sequence[Path], chunk_bytes: int, specials: Collection[str] = ()) -> list[Span]:
-    """Chunks of about ``chunk_bytes`` covering the concatenation of ``sources``, cut where the ids do
-    not change (see `_cut_points`; ``specials``: the special tokens encoded as such, never cut inside).
-    Reads only around the cuts (the files are memory-mapped one at a time)."""
+def cut_rule(tokenizer: Tokenizer) -> CutRule:
+    """Where the cache may cut a corpus for ``tokenizer`` without changing its ids: ``"anywhere"``
+    between two characters (`ByteTokenizer`, `CharTokenizer`: each character is encoded alone),
+    ``"pieces"`` where GPT-2's pre-tokenizer cuts (`GPT2BPE`), ``"nowhere"`` for any other tokenizer
+    (its pre-tokenizer is unknown: the corpus is encoded as one text). A `LocalTokenizer` renumbers
+    its base's ids one by one, so it has its base's rule."""
+    while isinstance(tokenizer, LocalTokenizer):
+        tokenizer = tokenizer.base
+    if isinstance(tokenizer, (ByteTokenizer, CharTokenizer)):
+        return "anywhere"
+    return "pieces" if isinstance(tokenizer, GPT2BPE) else "nowhere"
+
+
+def corpus_spans(
+    sources: Sequence[Path], chunk_bytes: int, specials: Collection[str] = (), rule: CutRule = "pieces"
+) -> list[Span]:
+    """Chunks of about ``chunk_bytes`` covering the concatenation of ``sources``, cut where ``rule``
+    (see `cut_rule`) says the ids do not change (``specials``: the special tokens encoded as such,
+    never cut inside). Reads only around the cuts (the files are memory-mapped one at a time)."""
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     with _Concatenation(sources) as text:
-        bounds = [0, *_cut_points(text, chunk_bytes, frozenset(specials)), text.size]
+        bounds = [0, *_cuts(text, chunk_bytes, frozenset(specials), rule), text.size]
         return [text.segments(start, end) for start, end in itertools.pairwise(bounds)]
 
 
-def chunk_spans(data: bytes | mmap.mmap, chunk_bytes: int, specials: Collection[str] = ()) -> list[tuple[int, int]]:
+def chunk_spans(
+    data: bytes | mmap.mmap, chunk_bytes: int, specials: Collection[str] = (), rule: CutRule = "pieces"
+) -> list[tuple[int, int]]:
     """Byte ranges of about ``chunk_bytes`` that cover the UTF-8 text ``data``, cut as `corpus_spans` cuts."""
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     with _Concatenation([data]) as text:
-        bounds = [0, *_cut_points(text, chunk_bytes, frozenset(specials)), text.size]
+        bounds = [0, *_cuts(text, chunk_bytes, frozenset(specials), rule), text.size]
     return list(itertools.pairwise(bounds))
+
+
+def _cuts(text: _Concatenation, chunk_bytes: int, specials: frozenset[str], rule: CutRule) -> Iterator[int]:
+    """The cuts of ``text`` into chunks of about ``chunk_bytes`` under ``rule``."""
+    if rule == "anywhere":
+        return _character_cuts(text, chunk_bytes)
+    if rule == "pieces":
+        return _cut_points(text, chunk_bytes, specials)
+    return iter(())
+
+
+def _character_cuts(text: _Concatenation, chunk_bytes: int) -> Iterator[int]:
+    """A cut every ``chunk_bytes``, moved forward past the continuation bytes of a UTF-8 character."""
+    cut = chunk_bytes
+    while cut < text.size:
+        ahead = text.read(cut, cut + 4)  # a character has at most 3 continuation bytes
+        cut += next((k for k, byte in enumerate(ahead) if not 0x80 <= byte < 0xC0), len(ahead))
+        if cut >= text.size:
+            return
+        yield cut
+        cut += chunk_bytes
 
 
 _SPACE_RUN = re.compile(rb"[ \n]+")
@@ -305,7 +353,8 @@ class _Concatenation:
         self._stack.close()
 
     def data(self, index: int) -> bytes | mmap.mmap:
-        """The bytes of part ``index`` (a file is mapped; the previous mapping is closed)."""
+        """The bytes of part ``index`` (a file is mapped; the previous mapping is closed, so only
+        `_search` calls this: its scan of a mapping ends before it maps the next file)."""
         part = self.parts[index]
         if not isinstance(part, Path):
             return part
@@ -327,9 +376,21 @@ class _Concatenation:
             index = self.part_at(start)
             base = self.starts[index]
             stop = min(end, self.starts[index + 1])
-            out.append(bytes(self.data(index)[start - base : stop - base]))
+            out.append(self._part_bytes(index, start - base, stop - base))
             start = stop
         return b"".join(out)
+
+    def _part_bytes(self, index: int, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of part ``index``: from its mapping if it is the file mapped now, else read
+        from the file (switching mappings would close one that `_search` may be scanning)."""
+        part = self.parts[index]
+        if not isinstance(part, Path):
+            return bytes(part[start:end])
+        if self._open is not None and self._open[0] == index:
+            return bytes(self._open[1][start:end])
+        with open(part, "rb") as file:
+            file.seek(start)
+            return file.read(end - start)
 
     def segments(self, start: int, end: int) -> Span:
         """Bytes ``start:end`` as ``(part, start, end)`` pieces of the parts, empty ones left out."""
@@ -658,11 +719,13 @@ def _open_cache(cache_file: Path, key: bytes) -> TokenCache:
 
 __all__ = [
     "CacheContent",
+    "CutRule",
     "TokenCache",
     "cache_content",
     "check_utf8",
     "chunk_spans",
     "corpus_spans",
+    "cut_rule",
     "default_cache_dir",
     "encode_corpus",
     "project_token_cache",

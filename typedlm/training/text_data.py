@@ -86,20 +86,25 @@ def corpus_source(
 
 
 def _first_chars(source: CorpusFiles, max_chars: int, block: int = 1 << 20) -> str:
-    """The first ``max_chars`` characters of ``source``'s files read as one text (read in blocks)."""
+    """The first ``max_chars`` characters of ``source``'s files read as one text (read in blocks).
+    DataFileError ``file:line:`` if what is read is not UTF-8 (a file read to its end that ends inside
+    a character included), as the token cache refuses it."""
     parts: list[str] = []
     left = max_chars
     for path in source.files:
         decoder = codecs.getincrementaldecoder("utf-8")()
         with open(path, "rb") as file:
-            while left > 0 and (raw := file.read(block)):
+            while left > 0:
+                raw = file.read(block)
                 try:
-                    text = decoder.decode(raw)
+                    text = decoder.decode(raw, final=not raw)  # at the end: no character left unfinished
                 except UnicodeDecodeError:
                     check_utf8([path])  # raises DataFileError "path:line: not valid UTF-8 (byte offset N)"
                     raise
                 parts.append(text[:left])
                 left -= len(parts[-1])
+                if not raw:
+                    break
         if left == 0:
             break
     return "".join(parts)
