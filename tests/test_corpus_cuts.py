@@ -7,34 +7,23 @@ encoding the whole text at once; ``regex``'s ``\\s`` for which characters are wh
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import regex
-import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_text_data import TIKTOKEN
 
-from typedlm.tokenizers import GPT2BPE, ByteTokenizer, CharTokenizer, LocalTokenizer, LocalVocab, Tokenizer, gpt2_files
+from typedlm.tokenizers import GPT2BPE, ByteTokenizer, CharTokenizer, LocalTokenizer, LocalVocab, Tokenizer
 from typedlm.tokenizers import corpus_cache as cc
-from typedlm.tokenizers.byte_level import CHAR_TO_BYTE
-from typedlm.tokenizers.pretokenize import GPT2_PATTERN, SAFE_CUT, WHITESPACE
+from typedlm.tokenizers.pretokenize import SAFE_CUT, WHITESPACE
 
 GPT2 = GPT2BPE.from_vendored()
 EOT = "<|endoftext|>"
 
-
-def tiktoken_gpt2() -> tiktoken.Encoding:
-    """tiktoken's gpt2 encoding, built offline from the vendored vocab.json."""
-    vocab: dict[str, int] = json.loads(gpt2_files()[0].read_text(encoding="utf-8"))
-    ranks = {bytes(CHAR_TO_BYTE[char] for char in token): rank for token, rank in vocab.items() if token != EOT}
-    return tiktoken.Encoding("gpt2-files", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
-
-
-TIKTOKEN = tiktoken_gpt2()
 
 TEXTS = {
     "cyrillic lines": "Привет, мир\nЭто тест строки\nещё одна строка без точки\n" * 60,
