@@ -1,7 +1,6 @@
 """Decoding with `typedlm.generate`: KV cache = recompute, cropping, sliding, batches, streaming, seeds, EOT."""
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,13 +14,7 @@ from typedlm.shapes import Logits, TokenIds
 GREEDY = tl.Sampling(greedy=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models decode fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ References: the plainest decoder run on each prompt by itself (no padding, no ca
 ``generate`` on the same left-padded batch and weights.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -25,13 +25,7 @@ from typedlm.shapes import Embedded, Logits, TokenIds
 GREEDY = tl.Sampling(greedy=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models decode fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _prompts(cfg: tl.CausalConfig, lengths: Sequence[int], seed: int = 0) -> list[Tensor]:

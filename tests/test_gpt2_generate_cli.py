@@ -1,7 +1,6 @@
 """`python -m examples.gpt2_generate` on a tiny random GPT-2 saved in Hugging Face's layout."""
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,7 @@ from examples import gpt2_generate
 from typedlm.hf import save_gpt2
 from typedlm.tokenizers import GPT2BPE, gpt2_files
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

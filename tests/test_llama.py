@@ -4,7 +4,6 @@ shape bugs inside are refused naming the dim, training lowers the loss, and mypy
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +29,7 @@ transformers = pytest.importorskip("transformers")  # the dev extra
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(kv_heads: int = 2, **overrides: Any) -> LlamaConfig:

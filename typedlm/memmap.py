@@ -12,10 +12,17 @@ import numpy as np
 import numpy.typing as npt
 
 
+def read_only_mapping(array: npt.NDArray[Any]) -> mmap.mmap | None:
+    """The mapping behind ``array`` when it is a read-only ``np.memmap`` (or a view of one), else None."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mapping, shared by its views
+    if isinstance(array, np.memmap) and array.mode == "r" and isinstance(mapping, mmap.mmap):
+        return mapping
+    return None
+
+
 def release_pages(array: npt.NDArray[Any]) -> None:
     """Unmap the pages of the read-only memmap behind ``array`` (a memmap or a view of one) from this
     process; nothing for any other array, or a writable map (its changes must stay)."""
-    mapping = getattr(array, "_mmap", None)  # np.memmap's mapping, shared by its views
-    if isinstance(array, np.memmap) and array.mode == "r" and isinstance(mapping, mmap.mmap):
-        if hasattr(mmap, "MADV_DONTNEED"):
-            mapping.madvise(mmap.MADV_DONTNEED)
+    mapping = read_only_mapping(array)
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from typedlm.atomic import write_atomic
 from typedlm.errors import ConfigError, DataFileError
-from typedlm.memmap import release_pages
+from typedlm.memmap import read_only_mapping, release_pages
 from typedlm.tokenizers.base import Tokenizer
 from typedlm.tokenizers.bpe import GPT2BPE
 from typedlm.tokenizers.bytes import ByteTokenizer
@@ -684,14 +684,12 @@ def cache_content(tokens: npt.NDArray[np.integer[Any]]) -> CacheContent | None:
     maps them, or a view of them such as a train/val split), or None for any other array — another map of
     the file (its header read as ids, say), a writable one, a copy. Reads 128 bytes of the mapping itself
     (a file replaced meanwhile does not count): constant time whatever the corpus."""
-    mapping = getattr(tokens, "_mmap", None)  # np.memmap's mapping, shared by its views
-    if not (
-        isinstance(tokens, np.memmap)
-        and isinstance(mapping, mmap.mmap)
-        and tokens.mode == "r"
-        and tokens.dtype == np.uint16
-        and tokens.offset == HEADER_BYTES  # so the mapping starts at the file's first byte
-        and len(mapping) >= HEADER_BYTES
+    mapping = read_only_mapping(tokens)
+    if (
+        mapping is None
+        or tokens.dtype != np.uint16
+        or getattr(tokens, "offset", None) != HEADER_BYTES  # so the mapping starts at the file's first byte
+        or len(mapping) < HEADER_BYTES
     ):
         return None
     magic, count, vocab_size, _, checksum = _HEADER.unpack(mapping[: _HEADER.size])
